@@ -1,0 +1,94 @@
+"""Value objects passed between a compute manager, the driver and backends."""
+
+from __future__ import annotations
+
+import enum
+import uuid as uuidlib
+from dataclasses import dataclass, field
+
+
+class PowerState(enum.Enum):
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    SUSPENDED = "suspended"
+
+
+class GuestKind(enum.Enum):
+    HVM = "hvm"
+    PV = "pv"
+
+
+@dataclass(frozen=True)
+class Flavor:
+    memory_mb: int = 512
+    vcpus: int = 1
+    root_gb: int = 1
+    name: str = "custom"
+
+
+@dataclass(frozen=True)
+class NIC:
+    mac: str
+    bridge: str | None = None
+    network: str | None = None
+    model: str | None = None
+    ip: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    """An extra disk: an existing file or block device attached to the guest."""
+
+    path: str
+    fmt: str = "raw"
+    bus: str | None = None
+    readonly: bool = False
+    device_type: str = "disk"  # "disk" or "cdrom"
+
+
+@dataclass
+class Instance:
+    name: str
+    flavor: Flavor = field(default_factory=Flavor)
+    image: str | None = None
+    uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
+    kind: GuestKind = GuestKind.HVM
+    # Hypervisor parameters: kernel_path, initrd_path, kernel_args, bootloader,
+    # boot_order, vnc_bind_address, ... (each backend documents its own).
+    params: dict[str, str] = field(default_factory=dict)
+    nics: tuple[NIC, ...] = ()
+    network_port: int | None = None
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    state: PowerState
+    max_mem_kb: int
+    mem_kb: int
+    num_cpu: int
+    cpu_time_ns: int
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """Host facts in the xm-info vocabulary (memory in MiB)."""
+
+    memory_total: int
+    memory_free: int
+    memory_dom0: int | None
+    cpu_total: int
+    cpu_nodes: int
+    cpu_sockets: int
+    hypervisor_type: str
+    hypervisor_version: int
+    arch: str
+    backend: str = ""
+    disk_total_gb: float | None = None
+    disk_free_gb: float | None = None
+    disk_used_gb: float | None = None
