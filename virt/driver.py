@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable
 
-from virt.objects import BlockDevice, HostInfo, Instance, InstanceInfo, NIC
+from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
 
 
 class ComputeDriver(abc.ABC):

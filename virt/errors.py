@@ -15,8 +15,9 @@ class InvalidParameter(VirtError):
 class ImageError(VirtError):
     """A qemu-img operation failed; carries the command's stderr."""
 
-    def __init__(self, message: str, stderr: str = ""):
+    def __init__(self, message: str, stderr: str = "", exit_code: int | None = None):
         self.stderr = stderr.strip()
+        self.exit_code = exit_code
         super().__init__(f"{message}: {self.stderr}" if self.stderr else message)
 
 

@@ -1,0 +1,277 @@
+"""Everything qemu-img: creating, inspecting, converting and resizing images.
+
+Every command runs with an argv list and LC_ALL=C; every failure raises
+ImageError carrying qemu-img's stderr. Results appear atomically (see
+virt.fileutils). Images that came from outside go through
+`inspect_untrusted`, which never lets qemu-img guess a format or follow a
+pointer to another file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from oslo_concurrency import processutils
+
+from virt.errors import ImageError, InvalidParameter, UnsafeImage
+from virt.fileutils import atomic_target
+
+Progress = Callable[[float], None]
+
+_ENV = {"LC_ALL": "C"}
+_SIZE = re.compile(r"(\d+)([KMGT]?)B?", re.IGNORECASE)
+_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+_SAFE_VMDK_TYPES = {"monolithicSparse", "streamOptimized"}
+_QCOW2_MAGIC = b"QFI\xfb"
+_QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit 2
+_VMDK_SPARSE_MAGIC = b"KDMV"
+_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing_file: str | None = None
+    backing_format: str | None = None
+    data_file: str | None = None
+    cluster_size: int | None = None
+    create_type: str | None = None  # vmdk only
+
+    @classmethod
+    def from_json(cls, data: dict) -> ImageInfo:
+        specific = (data.get("format-specific") or {}).get("data") or {}
+        return cls(
+            format=data["format"],
+            virtual_size=int(data["virtual-size"]),
+            actual_size=int(data.get("actual-size", 0)),
+            backing_file=data.get("backing-filename") or data.get("full-backing-filename"),
+            backing_format=data.get("backing-filename-format"),
+            data_file=specific.get("data-file"),
+            cluster_size=data.get("cluster-size"),
+            create_type=specific.get("create-type"),
+        )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds for qemu-img reading an untrusted file."""
+
+    address_space: int = 1 << 30
+    cpu_seconds: int = 30
+
+    def argv(self) -> list[str]:
+        # util-linux prlimit: one small exec instead of a second Python.
+        return ["prlimit", f"--as={self.address_space}", f"--cpu={self.cpu_seconds}", "--"]
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string like '10G' (binary units K, M, G, T)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise InvalidParameter(
+            f"size {value!r}: use a whole number of bytes, optionally with K, M, G or T")
+    return int(match.group(1)) << _UNITS[match.group(2).upper()]
+
+
+def qemu_img(*args: str, limits: Limits | None = None) -> str:
+    """Run qemu-img with `args`; return stdout or raise ImageError."""
+    argv = [*(limits.argv() if limits else []), "qemu-img", *args]
+    try:
+        out, _err = processutils.execute(*argv, env_variables=_ENV)
+    except processutils.ProcessExecutionError as exc:
+        raise ImageError(f"qemu-img {args[0]} failed (exit {exc.exit_code})",
+                         exc.stderr or "", exc.exit_code) from None
+    except OSError as exc:
+        raise ImageError(f"cannot run {argv[0]}: {exc.strerror}; install qemu-utils") from None
+    return out
+
+
+def create_image(fmt: str, path: str, size: int | str) -> None:
+    """Create an empty image of `size` bytes."""
+    size = parse_size(size)
+    with atomic_target(path) as tmp:
+        qemu_img("create", "-q", "-f", fmt, tmp, str(size))
+
+
+def create_cow_image(backing_file: str, path: str, size: int | str | None = None,
+                     backing_format: str = "raw") -> None:
+    """Create a qcow2 overlay on `backing_file`; its format is given, never probed."""
+    args = ["create", "-q", "-f", "qcow2", "-b", os.path.abspath(backing_file),
+            "-F", backing_format]
+    with atomic_target(path) as tmp:
+        qemu_img(*args, tmp, *([str(parse_size(size))] if size is not None else []))
+
+
+def info(path: str, fmt: str) -> ImageInfo:
+    """What qemu-img says about a trusted image opened as `fmt`."""
+    return ImageInfo.from_json(json.loads(
+        qemu_img("info", "-f", fmt, "--output=json", path)))
+
+
+def backing_chain(path: str, fmt: str) -> list[str]:
+    """Every file qemu-img opens for `path`, the image itself first."""
+    chain = json.loads(qemu_img("info", "-f", fmt, "--backing-chain", "--output=json", path))
+    return [entry["filename"] for entry in chain]
+
+
+def get_disk_size(path: str, fmt: str) -> int:
+    """Virtual size in bytes."""
+    return info(path, fmt).virtual_size
+
+
+def get_disk_backing_file(path: str, fmt: str = "qcow2", basename: bool = True) -> str | None:
+    backing = info(path, fmt).backing_file
+    return os.path.basename(backing) if backing and basename else backing
+
+
+def get_disk_type_from_path(path: str) -> str | None:
+    """The format a path implies: 'lvm' or 'rbd' for such volumes, else None (ask the store)."""
+    if path.startswith("/dev/"):
+        return "lvm" if os.path.realpath(path).startswith("/dev/dm-") else "raw"
+    if path.startswith("rbd:"):
+        return "rbd"
+    return None
+
+
+def resize(path: str, fmt: str, new_size: int | str) -> None:
+    """Grow an image; shrinking would destroy data and is refused."""
+    new_size = parse_size(new_size)
+    current = get_disk_size(path, fmt)
+    if new_size < current:
+        raise InvalidParameter(
+            f"new size {new_size} of {path} is smaller than its current {current} bytes: "
+            "shrinking is refused, use a size at least as large")
+    if new_size > current:
+        qemu_img("resize", "-q", "-f", fmt, path, str(new_size))
+
+
+def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, compress: bool = False,
+            progress: Progress | None = None) -> None:
+    """Convert `src` into a new file `dst`, atomically, reporting progress if asked."""
+    args = ["convert", "-f", src_fmt, "-O", dst_fmt, *(["-c"] if compress else [])]
+    with atomic_target(dst) as tmp:
+        if progress is None:
+            qemu_img(*args, "-q", src, tmp)
+        else:
+            _qemu_img_with_progress([*args, "-p", src, tmp], progress)
+
+
+def extract_snapshot(disk_path: str, source_fmt: str, out_path: str, dest_fmt: str,
+                     compress: bool = False, progress: Progress | None = None) -> None:
+    """A standalone copy of a disk and its whole backing chain (nobody may write to it)."""
+    convert(disk_path, source_fmt, out_path, dest_fmt, compress=compress, progress=progress)
+
+
+def inspect_untrusted(path: str, declared_format: str, max_virtual_size: int | None = None,
+                      limits: Limits | None = None) -> ImageInfo:
+    """Check an image from outside before anything opens it for real.
+
+    Refuses (UnsafeImage) a backing file, an external data file, content that
+    is not in the declared format, an unsafe vmdk, an oversized image, and
+    anything that makes qemu-img exceed its resource limits.
+    """
+    _check_header(path, declared_format)
+    try:
+        out = qemu_img("info", "-f", declared_format, "--output=json", path,
+                       limits=limits or Limits())
+    except ImageError as exc:
+        raise UnsafeImage(_refusal(path, declared_format, exc)) from None
+    image = ImageInfo.from_json(json.loads(out))
+    reason = _unsafe_reason(image, declared_format, max_virtual_size)
+    if reason:
+        raise UnsafeImage(f"image {os.path.basename(path)} refused: {reason}")
+    return image
+
+
+def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None) -> str | None:
+    if image.format != declared:
+        return f"qemu-img reads it as {image.format}, but it was declared {declared}"
+    if image.backing_file:
+        return (f"it has a backing file ({image.backing_file}); "
+                "import a standalone image (qemu-img convert flattens a chain)")
+    if image.data_file:
+        return f"it uses an external data file ({image.data_file})"
+    if declared == "vmdk" and image.create_type not in _SAFE_VMDK_TYPES:
+        return (f"vmdk create type {image.create_type!r} may point at other files; "
+                "use a monolithicSparse or streamOptimized vmdk")
+    if max_virtual_size is not None and image.virtual_size > max_virtual_size:
+        return (f"virtual size {image.virtual_size} bytes is above the limit of "
+                f"{max_virtual_size} bytes")
+    return None
+
+
+def _check_header(path: str, declared: str) -> None:
+    """Refuse pointers to other files before qemu-img opens (and follows) them."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(104)
+    except OSError as exc:
+        raise UnsafeImage(f"cannot read {path}: {exc.strerror}") from None
+    if declared == "qcow2":
+        _check_qcow2_header(path, header)
+    elif declared == "vmdk" and header[:4] != _VMDK_SPARSE_MAGIC:
+        # A text descriptor names extent files, which could be any host file.
+        raise UnsafeImage(f"image {os.path.basename(path)} refused: a vmdk descriptor file "
+                          "may point at other files; use a monolithicSparse or "
+                          "streamOptimized vmdk")
+
+
+def _check_qcow2_header(path: str, header: bytes) -> None:
+    if len(header) < 72 or header[:4] != _QCOW2_MAGIC:
+        raise UnsafeImage(f"image {os.path.basename(path)} refused: "
+                          "it was declared qcow2 but has no qcow2 header")
+    version, backing_offset = struct.unpack(">IQ", header[4:16])
+    if backing_offset:
+        raise UnsafeImage(f"image {os.path.basename(path)} refused: it has a backing file; "
+                          "import a standalone image (qemu-img convert flattens a chain)")
+    if version >= 3 and len(header) >= 80:
+        (incompatible,) = struct.unpack(">Q", header[72:80])
+        if incompatible & _QCOW2_EXTERNAL_DATA_FILE:
+            raise UnsafeImage(f"image {os.path.basename(path)} refused: "
+                              "it uses an external data file")
+
+
+def _refusal(path: str, declared: str, exc: ImageError) -> str:
+    name = os.path.basename(path)
+    if _hit_limit(exc):
+        return (f"image {name} refused: qemu-img hit its resource limit reading it "
+                "(the image is malformed or hostile)")
+    return f"image {name} refused: it cannot be read as {declared}: {exc.stderr or exc}"
+
+
+def _hit_limit(exc: ImageError) -> bool:
+    """A signal (SIGXCPU, or an abort when allocation fails) or an allocation error."""
+    return (exc.exit_code is not None and exc.exit_code < 0) or "allocate" in exc.stderr
+
+
+def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
+    """qemu-img with -p, its "(12.34/100%)" updates passed on as fractions.
+
+    The one command that cannot go through processutils.execute, which only
+    returns output once the process has ended.
+    """
+    proc = subprocess.Popen(["qemu-img", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, **_ENV})
+    buf, fraction = b"", 0.0
+    while chunk := proc.stdout.read1(4096):
+        *done, buf = re.split(rb"[\r\n]", buf + chunk)
+        for match in map(_PROGRESS.search, done):
+            if match:
+                fraction = float(match.group(1)) / 100.0
+                progress(fraction)
+    stderr = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        raise ImageError(f"qemu-img {args[0]} failed (exit {proc.returncode})", stderr,
+                         proc.returncode)
+    if fraction < 1.0:
+        progress(1.0)
