@@ -8,11 +8,18 @@ oslo-config-generator, which writes etc/virt-driver/virt-driver.conf.sample.
 from oslo_config import cfg
 
 DEFAULT_OPTS = [
-    cfg.StrOpt("backend", default="auto", choices=["auto", "libvirt", "xm"],
+    cfg.StrOpt("backend", default="auto",
+               choices=[("auto", "libvirt, else xm for Xen hosts without libvirt Xen support"),
+                        ("libvirt", "libvirt-python against libvirtd"),
+                        ("xm", "the Xen xm/xl toolstack and config files")],
                help="Which backend runs guests. 'auto' tries libvirt first and "
                     "falls back to xm when virt_type is xen and libvirt cannot "
                     "serve it."),
-    cfg.StrOpt("virt_type", default="kvm", choices=["kvm", "qemu", "xen", "lxc"],
+    cfg.StrOpt("virt_type", default="kvm",
+               choices=[("kvm", "QEMU with KVM acceleration"),
+                        ("qemu", "QEMU with software emulation (TCG)"),
+                        ("xen", "Xen, through libvirt or the xm backend"),
+                        ("lxc", "Linux containers through libvirt")],
                help="Hypervisor type. Use 'qemu' where KVM is unavailable "
                     "(software emulation)."),
     cfg.StrOpt("state_path", default="/var/lib/virt-driver",
@@ -65,7 +72,10 @@ IMAGES_OPTS = [
 ]
 
 XM_OPTS = [
-    cfg.StrOpt("toolstack", default="auto", choices=["auto", "xl", "xm"],
+    cfg.StrOpt("toolstack", default="auto",
+               choices=[("auto", "xl when 'xl info' answers, else xm"),
+                        ("xl", "the libxl toolstack (Xen 4.1 and later)"),
+                        ("xm", "the xend toolstack (before Xen 4.5)")],
                help="Xen toolstack command; 'auto' uses xl when 'xl info' "
                     "answers, else xm."),
     cfg.StrOpt("config_dir", default="/etc/xen",

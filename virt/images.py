@@ -24,7 +24,6 @@ from virt.fileutils import atomic_target
 
 Progress = Callable[[float], None]
 
-_ENV = {"LC_ALL": "C"}
 _SIZE = re.compile(r"(\d+)([KMGT]?)B?", re.IGNORECASE)
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 _SAFE_VMDK_TYPES = {"monolithicSparse", "streamOptimized"}
@@ -87,7 +86,7 @@ def qemu_img(*args: str, limits: Limits | None = None) -> str:
     """Run qemu-img with `args`; return stdout or raise ImageError."""
     argv = [*(limits.argv() if limits else []), "qemu-img", *args]
     try:
-        out, _err = processutils.execute(*argv, env_variables=_ENV)
+        out, _err = processutils.execute(*argv, env_variables=_environment())
     except processutils.ProcessExecutionError as exc:
         raise ImageError(f"qemu-img {args[0]} failed (exit {exc.exit_code})",
                          exc.stderr or "", exc.exit_code) from None
@@ -251,7 +250,13 @@ def _refusal(path: str, declared: str, exc: ImageError) -> str:
 
 def _hit_limit(exc: ImageError) -> bool:
     """A signal (SIGXCPU, or an abort when allocation fails) or an allocation error."""
-    return (exc.exit_code is not None and exc.exit_code < 0) or "allocate" in exc.stderr
+    return ((exc.exit_code is not None and exc.exit_code < 0)
+            or any(s in exc.stderr for s in ("allocate", "failed to map")))
+
+
+def _environment() -> dict[str, str]:
+    # processutils passes env_variables as the whole environment.
+    return {**os.environ, "LC_ALL": "C"}
 
 
 def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
@@ -261,7 +266,7 @@ def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
     returns output once the process has ended.
     """
     proc = subprocess.Popen(["qemu-img", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, **_ENV})
+                            stderr=subprocess.PIPE, env=_environment())
     buf, fraction = b"", 0.0
     while chunk := proc.stdout.read1(4096):
         *done, buf = re.split(rb"[\r\n]", buf + chunk)

@@ -1,0 +1,36 @@
+# The two commands README.md gives: `make demo` and `make test`.
+# Everything else here is a step of those two.
+
+VENV   ?= .venv
+PYTEST := $(VENV)/bin/pytest
+RUFF   := $(VENV)/bin/ruff
+
+.PHONY: demo test bootstrap daemons lint unit functional genconfig bench
+
+demo: bootstrap daemons
+	$(VENV)/bin/python tools/demo.py
+
+test: bootstrap daemons lint
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional
+
+bootstrap:
+	tools/bootstrap.sh
+
+daemons: bootstrap
+	tools/start-daemons.sh
+
+lint: bootstrap
+	$(RUFF) check --no-cache virt backends tests benchmarks tools
+
+unit: bootstrap
+	$(PYTEST) -q tests/unit
+
+functional: daemons
+	$(PYTEST) -q tests/functional
+
+genconfig: bootstrap
+	$(VENV)/bin/oslo-config-generator --namespace virt-driver \
+		--output-file etc/virt-driver/virt-driver.conf.sample
+
+bench: bootstrap daemons
+	$(VENV)/bin/python benchmarks/run.py

@@ -1,0 +1,26 @@
+"""Timing helpers shared by the benchmarks: medians over repeated runs."""
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def median_seconds(fn: Callable[[], object], repeat: int, setup: Callable[[], object] = None,
+                   teardown: Callable[[], object] = None) -> float:
+    """Median wall time of fn() over `repeat` runs; setup/teardown are not timed."""
+    samples = []
+    for _ in range(repeat):
+        if setup:
+            setup()
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+        if teardown:
+            teardown()
+    return statistics.median(samples)
+
+
+def report(title: str, ours: float, peer: float, peer_name: str, unit: str = "ms") -> None:
+    scale = {"ms": 1e3, "us": 1e6, "s": 1.0}[unit]
+    print(f"{title}: {ours * scale:.2f} {unit} median vs {peer_name} "
+          f"{peer * scale:.2f} {unit} (ratio {ours / peer:.2f}x)")
