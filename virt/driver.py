@@ -7,9 +7,15 @@ by module name here.
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
 
+from virt.errors import BackendUnavailable
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
+
+LOG = logging.getLogger(__name__)
+BACKEND_GROUP = "virt.backends"
 
 
 class ComputeDriver(abc.ABC):
@@ -22,6 +28,17 @@ class ComputeDriver(abc.ABC):
 
     def __init__(self, conf):
         self.conf = conf
+        # Why load_driver chose this backend, for `virt-driver host-info`.
+        self.selection_reason = f"backend = {conf.backend}"
+
+    @classmethod
+    def unavailable_reason(cls, conf) -> str | None:
+        """Why this backend cannot serve conf.virt_type on this host, or None if it can."""
+        return None
+
+    @abc.abstractmethod
+    def get_instance(self, name: str) -> Instance:
+        """Rebuild the Instance of a guest on this host from what the hypervisor keeps."""
 
     @abc.abstractmethod
     def init_host(self, host: str) -> None:
@@ -91,3 +108,35 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         """callback(instance_name, event) with event one of PowerState values."""
+
+
+def backend_classes() -> dict[str, type[ComputeDriver]]:
+    """Installed backends by name, from the virt.backends entry points."""
+    return {ep.name: ep.load() for ep in entry_points(group=BACKEND_GROUP)}
+
+
+def load_driver(conf, backends: dict[str, type[ComputeDriver]] | None = None) -> ComputeDriver:
+    """The driver for this host: the configured backend, or with 'auto' the first that serves.
+
+    auto: libvirt; for virt_type xen, the xm backend when libvirt cannot serve it.
+    """
+    backends = backend_classes() if backends is None else backends
+    if conf.backend != "auto":
+        if conf.backend not in backends:
+            raise BackendUnavailable(f"backend {conf.backend!r} is not installed: "
+                                     f"use one of {', '.join(sorted(backends))}")
+        return backends[conf.backend](conf)
+    candidates = ["libvirt", "xm"] if conf.virt_type == "xen" else ["libvirt"]
+    refusals = []
+    for name in candidates:
+        cls = backends.get(name)
+        reason = "not installed" if cls is None else cls.unavailable_reason(conf)
+        if reason is None:
+            driver = cls(conf)
+            driver.selection_reason = ("auto: " + "; ".join(refusals + [f"{name} serves"]))
+            LOG.info("backend %s chosen (%s)", name, driver.selection_reason)
+            return driver
+        LOG.info("backend %s cannot serve virt_type %s: %s", name, conf.virt_type, reason)
+        refusals.append(f"{name}: {reason}")
+    raise BackendUnavailable(f"no backend can run {conf.virt_type} guests on this host "
+                             f"({'; '.join(refusals)})")

@@ -1,0 +1,438 @@
+"""`virt-driver`: a thin compute manager for people and scripts.
+
+It keeps no database: instances are rebuilt from what the backend keeps
+(domain metadata, xm config files). Tables for people, --json for scripts.
+Exit status: 0 success, 1 operation error, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, is_dataclass
+
+from oslo_config import cfg
+
+from virt import images
+from virt.conf import make_conf
+from virt.driver import ComputeDriver, load_driver
+from virt.errors import VirtError
+from virt.imagecache import ImageCache
+from virt.imagestore import LocalImageStore
+from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line usage found after argparse (exit status 2)."""
+
+
+# -- output --------------------------------------------------------------------
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.last = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(max(0.0, min(fraction, 1.0)) * 100)
+        if not self.enabled or percent == self.last:
+            return
+        self.last = percent
+        filled = percent * 30 // 100
+        self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {percent:3d}%")
+        if percent == 100:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _plain(value):
+    """JSON-ready form of results: dataclasses, enums, lists."""
+    if is_dataclass(value):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, PowerState | GuestKind):
+        return value.value
+    return value
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
+    cells = [[("-" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c.upper())] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def print_fields(data: dict) -> None:
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+class Output:
+    def __init__(self, as_json: bool):
+        self.as_json = as_json
+
+    def result(self, data, table: Callable[[], None] | None = None) -> None:
+        if self.as_json:
+            print(json.dumps(_plain(data), indent=2, sort_keys=True))
+        elif table is not None:
+            table()
+
+    def done(self, message: str, **data) -> None:
+        if self.as_json:
+            print(json.dumps({"result": "ok", **_plain(data)}, sort_keys=True))
+        else:
+            print(message)
+
+
+# -- parsing helpers -------------------------------------------------------------
+
+def key_values(text: str, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{what} {text!r}: use KEY=VALUE[,KEY=VALUE...]")
+        pairs[key] = value
+    return pairs
+
+
+def one_key_value(text: str, what: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"{what} {text!r}: use KEY=VALUE")
+    return key, value
+
+
+def random_mac() -> str:
+    # 52:54:00 is the locally administered prefix QEMU and libvirt use.
+    return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
+
+
+def parse_nic(text: str) -> NIC:
+    """--nic bridge=BR[,mac=M][,model=X] | network=NET[,...] | user[,...]."""
+    fields = key_values(text.removeprefix("user"), "--nic")
+    unknown = set(fields) - {"bridge", "network", "mac", "model", "ip"}
+    if unknown:
+        raise UsageError(f"--nic {text!r}: unknown key {sorted(unknown)[0]!r}; "
+                         "use bridge, network, mac, model, ip (or 'user')")
+    return NIC(mac=fields.get("mac") or random_mac(), bridge=fields.get("bridge"),
+               network=fields.get("network"), model=fields.get("model"), ip=fields.get("ip"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="virt-driver",
+                                     description="Run guests on this host through virt-driver.")
+    parser.add_argument("--config-file", action="append", default=[],
+                        help="oslo.config file (see etc/virt-driver/virt-driver.conf.sample)")
+    parser.add_argument("--backend", choices=["auto", "libvirt", "xm"])
+    parser.add_argument("--connection-uri", help="libvirt URI, e.g. qemu:///system")
+    parser.add_argument("--virt-type", choices=["kvm", "qemu", "xen", "lxc"])
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--debug", action="store_true", help="log what the driver does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    image = sub.add_parser("image", help="manage the local image store")
+    isub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    p = isub.add_parser("import", help="inspect and import an image file")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--format", required=True, dest="fmt",
+                   help="the image's format (never guessed): qcow2, raw, vmdk, vpc")
+    p.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                   help="recorded with the image, e.g. arch=x86_64")
+    isub.add_parser("list", help="list stored images")
+    p = isub.add_parser("delete", help="delete a stored image")
+    p.add_argument("name")
+    p = isub.add_parser("export", help="write an image and its chain as a .tar.gz")
+    p.add_argument("name")
+    p.add_argument("file")
+    p = isub.add_parser("import-chain", help="import an image chain from a .tar.gz")
+    p.add_argument("name")
+    p.add_argument("file")
+
+    p = sub.add_parser("boot", help="create and start an instance")
+    p.add_argument("name")
+    p.add_argument("--image", required=True)
+    p.add_argument("--memory", type=int, default=512, metavar="MiB")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--disk-gb", type=int, default=1)
+    p.add_argument("--kernel", help="kernel for direct boot")
+    p.add_argument("--initrd")
+    p.add_argument("--cmdline", help="kernel command line")
+    p.add_argument("--nic", action="append", default=[],
+                   metavar="bridge=BR[,mac=M][,model=X]",
+                   help="a NIC: bridge=BR, network=NET or user, with mac= and model=")
+    p.add_argument("--guest", choices=["hvm", "pv"], default="hvm")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="hypervisor parameter, e.g. boot_order=cd")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the document the backend would use and create nothing")
+
+    p = sub.add_parser("list", help="list instances")
+    p.add_argument("--all", action="store_true", help="include stopped instances")
+    for name, help_ in (("show", "show one instance"), ("start", "start a stopped instance"),
+                        ("pause", "pause (freeze) an instance"),
+                        ("resume", "resume a paused or suspended instance"),
+                        ("suspend", "save an instance's memory to disk and stop it")):
+        sub.add_parser(name, help=help_).add_argument("name")
+    p = sub.add_parser("console", help="print an instance's console log")
+    p.add_argument("name")
+    p.add_argument("--follow", action="store_true", help="keep printing until it stops")
+    p = sub.add_parser("reboot", help="reboot an instance")
+    p.add_argument("name")
+    p.add_argument("--hard", action="store_true", help="reset instead of asking the guest")
+    p = sub.add_parser("stop", help="shut an instance down")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="power off at once")
+    p.add_argument("--timeout", type=int, help="seconds to wait for a clean shutdown")
+    p = sub.add_parser("snapshot", help="save an instance's disk as a new image")
+    p.add_argument("name")
+    p.add_argument("image_name")
+    p.add_argument("--format", choices=["qcow2", "raw"], default="qcow2", dest="fmt")
+    p.add_argument("--compress", action="store_true")
+    p = sub.add_parser("destroy", help="stop an instance and remove it")
+    p.add_argument("name")
+    p.add_argument("--keep-disks", action="store_true")
+    sub.add_parser("host-info", help="what this host offers, and which backend serves")
+    p = sub.add_parser("cache-cleanup", help="remove unused cached base images")
+    p.add_argument("--min-age", type=int, default=86400, metavar="S")
+    return parser
+
+
+# -- commands --------------------------------------------------------------------
+
+class Commands:
+    def __init__(self, args: argparse.Namespace, conf: cfg.ConfigOpts):
+        self.args = args
+        self.conf = conf
+        self.out = Output(args.json)
+        self._driver: ComputeDriver | None = None
+
+    @property
+    def driver(self) -> ComputeDriver:
+        if self._driver is None:
+            self._driver = load_driver(self.conf)
+        return self._driver
+
+    def store(self) -> LocalImageStore:
+        return LocalImageStore.from_conf(self.conf)
+
+    def run(self) -> None:
+        command = self.args.command
+        if command == "image":
+            command = f"image_{self.args.image_command.replace('-', '_')}"
+        getattr(self, "do_" + command.replace("-", "_"))()
+
+    # images
+    def do_image_import(self) -> None:
+        a = self.args
+        props = dict(one_key_value(p, "--property") for p in a.property)
+        image = self.store().import_image(a.name, a.path, a.fmt, properties=props,
+                                          progress=ProgressBar(f"importing {a.name}"))
+        self.out.done(f"imported {image.name} ({image.format}, {image.virtual_size} bytes)",
+                      image=image)
+
+    def do_image_list(self) -> None:
+        found = self.store().list()
+        rows = [{"name": i.name, "format": i.format, "virtual_size": i.virtual_size,
+                 "arch": i.properties.get("arch"), "sha256": i.sha256[:12]} for i in found]
+        self.out.result(found, lambda: print_table(rows, ["name", "format", "virtual_size",
+                                                          "arch", "sha256"]))
+
+    def do_image_delete(self) -> None:
+        self.store().delete(self.args.name)
+        self.out.done(f"deleted image {self.args.name}", name=self.args.name)
+
+    def do_image_export(self) -> None:
+        from virt import chain
+        image = self.store().get(self.args.name)
+        with open(self.args.file, "wb") as f:
+            chain.export_chain(image.path, f, progress=ProgressBar(f"exporting {image.name}"))
+        self.out.done(f"exported {image.name} to {self.args.file}", file=self.args.file)
+
+    def do_image_import_chain(self) -> None:
+        from virt import chain
+        with open(self.args.file, "rb") as f:
+            result = chain.import_chain(f, self.store(), name=self.args.name,
+                                        progress=ProgressBar(f"importing {self.args.name}"))
+        self.out.done(f"imported chain {self.args.name} (leaf {result['root']['uuid']})",
+                      **result)
+
+    # instances
+    def _instance_from_args(self) -> Instance:
+        a = self.args
+        params = dict(one_key_value(p, "--param") for p in a.param)
+        for key, value in (("kernel_path", a.kernel), ("initrd_path", a.initrd),
+                           ("kernel_args", a.cmdline)):
+            if value is not None:
+                params[key] = os.path.abspath(value) if key != "kernel_args" else value
+        return Instance(name=a.name, image=a.image,
+                        flavor=Flavor(memory_mb=a.memory, vcpus=a.vcpus, root_gb=a.disk_gb),
+                        kind=GuestKind(a.guest), params=params,
+                        nics=tuple(parse_nic(n) for n in a.nic))
+
+    def do_boot(self) -> None:
+        instance = self._instance_from_args()
+        if self.args.print_config:
+            print(self.driver.describe_spawn(instance, instance.image, instance.nics), end="")
+            return
+        started = time.monotonic()
+        self.driver.spawn(instance, instance.image, instance.nics)
+        self.out.done(f"booted {instance.name} ({instance.uuid}) in "
+                      f"{time.monotonic() - started:.1f} s",
+                      name=instance.name, uuid=instance.uuid)
+
+    def _get(self) -> Instance:
+        return self.driver.get_instance(self.args.name)
+
+    def _row(self, name: str) -> dict:
+        instance = self.driver.get_instance(name)
+        info = self.driver.get_info(instance)
+        return {"name": name, "uuid": instance.uuid, "state": info.state.value,
+                "vcpus": info.num_cpu, "memory_mb": info.max_mem_kb // 1024,
+                "image": instance.image}
+
+    def do_list(self) -> None:
+        rows = [self._row(name) for name in sorted(self.driver.list_instances())]
+        if not self.args.all:
+            rows = [r for r in rows if r["state"] not in ("shutoff", "nostate")]
+        self.out.result(rows, lambda: print_table(
+            rows, ["name", "state", "vcpus", "memory_mb", "image", "uuid"]))
+
+    def do_show(self) -> None:
+        instance = self._get()
+        info = self.driver.get_info(instance)
+        data = {"name": instance.name, "uuid": instance.uuid, "state": info.state.value,
+                "image": instance.image, "guest": instance.kind.value,
+                "flavor": f"{instance.flavor.memory_mb} MiB, {instance.flavor.vcpus} vcpus, "
+                          f"{instance.flavor.root_gb} GB disk",
+                "vcpus": info.num_cpu, "memory_mb": info.max_mem_kb // 1024,
+                "cpu_time_s": round(info.cpu_time_ns / 1e9, 2), "id": info.id,
+                "nics": ", ".join(n.mac for n in instance.nics) or None,
+                "console": " ".join(self.driver.get_console_command(instance))}
+        self.out.result({**data, "instance": instance, "info": info},
+                        lambda: print_fields(data))
+
+    def do_console(self) -> None:
+        instance = self._get()
+        text = self.driver.get_console_output(instance)
+        sys.stdout.write(text)
+        seen = text
+        while self.args.follow and self.driver.get_info(instance).state is not PowerState.SHUTOFF:
+            time.sleep(0.5)
+            text = self.driver.get_console_output(instance)
+            # The log only grows while the instance runs; print what is new.
+            sys.stdout.write(text[len(seen):] if text.startswith(seen) else text)
+            sys.stdout.flush()
+            seen = text
+
+    def do_reboot(self) -> None:
+        self.driver.reboot(self._get(), hard=self.args.hard)
+        self.out.done(f"rebooted {self.args.name}", name=self.args.name)
+
+    def do_stop(self) -> None:
+        timeout = 0 if self.args.force else self.args.timeout
+        self.driver.power_off(self._get(), timeout=timeout)
+        self.out.done(f"stopped {self.args.name}", name=self.args.name)
+
+    def do_start(self) -> None:
+        self.driver.power_on(self._get())
+        self.out.done(f"started {self.args.name}", name=self.args.name)
+
+    def do_pause(self) -> None:
+        self.driver.pause(self._get())
+        self.out.done(f"paused {self.args.name}", name=self.args.name)
+
+    def do_resume(self) -> None:
+        instance = self._get()
+        if self.driver.get_info(instance).state is PowerState.PAUSED:
+            self.driver.unpause(instance)
+        else:
+            self.driver.resume(instance)
+        self.out.done(f"resumed {self.args.name}", name=self.args.name)
+
+    def do_suspend(self) -> None:
+        self.driver.suspend(self._get())
+        self.out.done(f"suspended {self.args.name}", name=self.args.name)
+
+    def do_snapshot(self) -> None:
+        a = self.args
+        self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=a.compress)
+        self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
+
+    def do_destroy(self) -> None:
+        instance = self._get()
+        self.driver.destroy(instance, destroy_disks=not self.args.keep_disks)
+        self.out.done(f"destroyed {self.args.name}", name=self.args.name)
+
+    def do_host_info(self) -> None:
+        info = self.driver.get_host_info()
+        data = {**asdict(info), "backend_choice": self.driver.selection_reason}
+        self.out.result(data, lambda: print_fields(data))
+
+    def do_cache_cleanup(self) -> None:
+        cache = ImageCache.from_conf(self.conf)
+        removed = cache.cleanup(bases_in_use(self.conf.instances_path), self.args.min_age)
+        self.out.done(f"removed {len(removed)} unused base image(s)", removed=removed)
+
+
+def bases_in_use(instances_path: str) -> set[str]:
+    """Backing files of every instance disk ({instances_path}/{uuid}/disk)."""
+    used = set()
+    for entry in os.listdir(instances_path) if os.path.isdir(instances_path) else []:
+        disk = os.path.join(instances_path, entry, "disk")
+        if os.path.exists(disk):
+            backing = images.get_disk_backing_file(disk, "qcow2", basename=False)
+            if backing:
+                used.add(backing)
+    return used
+
+
+def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    cli_args = [arg for f in args.config_file for arg in ("--config-file", f)]
+    overrides = {k: v for k, v in (("backend", args.backend), ("virt_type", args.virt_type),
+                                   ("libvirt__connection_uri", args.connection_uri)) if v}
+    return make_conf(cli_args, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        Commands(args, make_cli_conf(args)).run()
+    except (UsageError, cfg.Error) as exc:
+        parser.print_usage(sys.stderr)
+        print(f"virt-driver: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (VirtError, OSError, ValueError) as exc:
+        if args.debug:
+            raise
+        print(f"virt-driver: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("virt-driver: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
