@@ -1,0 +1,130 @@
+"""virt-driver CLI: exit codes, one-line errors, image commands on a real store."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from virt import images
+from virt.cli import ProgressBar, main, parse_nic
+from virt.objects import NIC
+
+from .test_images import make_qcow2_with_backing
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "virt-driver.conf"
+    path.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\nvirt_type = qemu\n")
+    return str(path)
+
+
+def run_cli(config, *args):
+    """The installed console script as a user runs it: (exit code, stdout, stderr)."""
+    script = os.path.join(os.path.dirname(sys.executable), "virt-driver")
+    proc = subprocess.run([script, "--config-file", config, *args], capture_output=True,
+                          text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_image_import_list_delete_round_trip(config, tmp_path):
+    src = str(tmp_path / "disk.raw")
+    images.create_image("raw", src, "4M")
+    code, out, err = run_cli(config, "image", "import", "demo", src, "--format", "raw",
+                             "--property", "arch=x86_64")
+    assert (code, err) == (0, "")
+    assert "imported demo (raw, 4194304 bytes)" in out
+
+    code, out, _ = run_cli(config, "--json", "image", "list")
+    listed = json.loads(out)
+    assert code == 0 and [(i["name"], i["properties"]) for i in listed] == [
+        ("demo", {"arch": "x86_64"})]
+    code, out, _ = run_cli(config, "image", "list")
+    assert out.splitlines()[0].split() == ["NAME", "FORMAT", "VIRTUAL_SIZE", "ARCH", "SHA256"]
+    assert out.splitlines()[1].split()[:4] == ["demo", "raw", "4194304", "x86_64"]
+
+    assert run_cli(config, "image", "delete", "demo")[0] == 0
+    assert json.loads(run_cli(config, "--json", "image", "list")[1]) == []
+
+
+def test_a_hostile_image_is_one_clear_line_and_exit_1(config, tmp_path):
+    code, out, err = run_cli(config, "image", "import", "evil", make_qcow2_with_backing(tmp_path),
+                             "--format", "qcow2")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("virt-driver: error: image evil.qcow2 refused: it has a backing file")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["image", "import", "x", "/tmp/x"], "--format"),
+    (["boot", "vm"], "--image"),
+    (["frobnicate"], "invalid choice"),
+    (["image", "import", "x", "/tmp/x", "--format", "raw", "--property", "novalue"],
+     "--property 'novalue': use KEY=VALUE"),
+])
+def test_bad_usage_exits_2(config, args, message):
+    code, _, err = run_cli(config, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_an_unknown_image_is_an_operation_error(config):
+    code, _, err = run_cli(config, "image", "delete", "nothing")
+    assert code == 1 and "image 'nothing' is not in the store" in err
+
+
+def test_a_missing_config_file_is_reported(tmp_path):
+    code, _, err = run_cli(str(tmp_path / "missing.conf"), "image", "list")
+    assert code == 2 and "missing.conf" in err
+
+
+def test_main_returns_the_exit_status(config, capsys):
+    assert main(["--config-file", config, "--json", "image", "list"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("text, nic", [
+    ("bridge=br0,mac=52:54:00:00:00:01,model=e1000",
+     NIC("52:54:00:00:00:01", bridge="br0", model="e1000")),
+    ("network=default,mac=52:54:00:00:00:02", NIC("52:54:00:00:00:02", network="default")),
+    ("user,mac=52:54:00:00:00:03", NIC("52:54:00:00:00:03")),
+])
+def test_nic_specs(text, nic):
+    assert parse_nic(text) == nic
+
+
+def test_nic_without_mac_gets_a_local_one():
+    assert parse_nic("user").mac.startswith("52:54:00:")
+
+
+@pytest.mark.parametrize("text", ["bridge", "colour=red", "bridge=br0,speed=10"])
+def test_bad_nic_specs(text):
+    from virt.cli import UsageError
+    with pytest.raises(UsageError, match="--nic"):
+        parse_nic(text)
+
+
+class FakeTerminal:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_draws_only_on_a_terminal():
+    term, pipe = FakeTerminal(True), FakeTerminal(False)
+    for stream in (term, pipe):
+        bar = ProgressBar("importing x", stream)
+        for fraction in (0.0, 0.5, 0.5, 1.0):
+            bar(fraction)
+    assert pipe.text == ""
+    assert term.text.count("\r") == 3 and term.text.endswith("100%\n")
+    assert "[###############...............]  50%" in term.text
