@@ -1,0 +1,505 @@
+"""XmDriver: the ComputeDriver contract over the xm/xl toolstack.
+
+Guests live as config files CONFIG_DIR/NAME plus an instance directory
+{instances_path}/{uuid} holding the root disk. The instance disk is a qcow2
+overlay on the cached raw base where the chosen Xen disk driver reads qcow2
+(qdisk, i.e. xl on Xen >= 4.2 without xend); with phy, file (loop) or
+blktap's aio only raw bytes pass through, so it is a raw copy there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+import stat
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+
+from backends.xm import config as xmconfig
+from backends.xm import params
+from backends.xm.toolstack import (
+    DomainRow,
+    Toolstack,
+    choose_toolstack,
+    run_command,
+    xm_available,
+)
+from virt import images
+from virt.disk import DiskProbe, pick_disk_driver_name
+from virt.driver import ComputeDriver
+from virt.errors import (
+    HypervisorError,
+    InstanceExists,
+    InstanceNotFound,
+    InvalidParameter,
+    SpawnError,
+    ToolstackError,
+    VirtError,
+)
+from virt.fileutils import atomic_write, remove_quietly
+from virt.objects import (
+    NIC,
+    BlockDevice,
+    Flavor,
+    GuestKind,
+    HostInfo,
+    Instance,
+    InstanceInfo,
+    PowerState,
+)
+from virt.validation import check_instance_name
+
+LOG = logging.getLogger(__name__)
+
+GiB = 1024 ** 3
+REBOOT_POLL_SECONDS = 1.0
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
+
+
+class XmDriver(ComputeDriver):
+    """Xen guests through `xl` or `xm`; everything external is injectable."""
+
+    name = "xm"
+
+    def __init__(self, conf, runner: Callable | None = None, probe: DiskProbe | None = None,
+                 image_cache=None, sleep: Callable[[float], None] = time.sleep):
+        super().__init__(conf)
+        self._runner = runner or run_command
+        self._probe = probe
+        self._image_cache = image_cache
+        self._sleep = sleep
+        self._toolstack: Toolstack | None = None
+        self._listeners: list[Callable[[str, str], None]] = []
+        self.config_dir = conf.xm.config_dir
+
+    @classmethod
+    def unavailable_reason(cls, conf) -> str | None:
+        """Why this host cannot use the xm backend, or None when it can."""
+        if conf.virt_type != "xen":
+            return f"the xm backend runs Xen guests only (virt_type is {conf.virt_type})"
+        if xm_available(conf) is None:
+            wanted = "xl or xm" if conf.xm.toolstack == "auto" else conf.xm.toolstack
+            return f"no {wanted} toolstack binary on PATH (install xen-utils)"
+        return None
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def toolstack(self) -> Toolstack:
+        if self._toolstack is None:
+            command = choose_toolstack(self.conf.xm.toolstack, self._runner)
+            LOG.info("xm backend drives guests with %s", command)
+            self._toolstack = Toolstack(command, self._runner, self.conf.xm.command_retries,
+                                        sleep=self._sleep)
+        return self._toolstack
+
+    def _cache(self):
+        if self._image_cache is None:
+            from virt.imagecache import ImageCache
+            self._image_cache = ImageCache.from_conf(self.conf)
+        return self._image_cache
+
+    def config_path(self, name: str) -> str:
+        return os.path.join(self.config_dir, check_instance_name(name))
+
+    def instance_dir(self, instance: Instance) -> str:
+        try:
+            uuid = str(uuidlib.UUID(instance.uuid))
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidParameter(f"uuid {instance.uuid!r}: use a UUID") from None
+        return os.path.join(self.conf.instances_path, uuid)
+
+    def disk_path(self, instance: Instance) -> str:
+        return os.path.join(self.instance_dir(instance), "disk")
+
+    def _find(self, instance: Instance) -> DomainRow | None:
+        return self.toolstack.find(check_instance_name(instance.name))
+
+    def _require(self, instance: Instance) -> DomainRow:
+        row = self._find(instance)
+        if row is None:
+            raise InstanceNotFound(f"instance {instance.name!r} is not running on this host")
+        return row
+
+    def _emit(self, name: str, state: PowerState) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(name, state.value)
+            except Exception:  # a listener's bug must not fail the operation
+                LOG.exception("event listener failed for %s", name)
+
+    # -- host -------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        for path in (self.config_dir, self.conf.instances_path):
+            os.makedirs(path, exist_ok=True)
+        self.toolstack.info()
+
+    def get_host_info(self) -> HostInfo:
+        info = self.toolstack.host_info()
+        path = self.conf.instances_path
+        if not os.path.isdir(path):
+            return info
+        usage = shutil.disk_usage(path)
+        return HostInfo(**{**info.__dict__, "disk_total_gb": usage.total / GiB,
+                           "disk_free_gb": usage.free / GiB, "disk_used_gb": usage.used / GiB})
+
+    def _disk_driver(self, is_block_dev: bool = False) -> str | None:
+        version = self.toolstack.host_info().hypervisor_version
+        return pick_disk_driver_name("xen", version, is_block_dev, self._probe)
+
+    # -- spawn ------------------------------------------------------------
+
+    def _guest_config(self, instance: Instance, image_id: str, nics: Iterable[NIC],
+                      block_devices: Iterable[BlockDevice]) -> tuple[xmconfig.GuestConfig, str]:
+        """The config to write and the instance disk format; checks everything first."""
+        check_instance_name(instance.name)
+        values = params.check_syntax(instance.kind, instance.params)
+        params.check_node(values)
+        toolstack = self.toolstack.command
+        driver = self._disk_driver()
+        disk_format = xmconfig.instance_disk_format(driver, toolstack)
+        disks = [xmconfig.DiskLine(self.disk_path(instance),
+                                   xmconfig.disk_prefix(driver, toolstack, disk_format))]
+        for device in block_devices:
+            disks.append(self._block_device_line(device, driver, toolstack))
+        password = None
+        if values.get("vnc_password_file"):
+            password = _read_vnc_password(values["vnc_password_file"])
+        cfg = xmconfig.GuestConfig(
+            toolstack=toolstack, name=instance.name, uuid=instance.uuid, kind=instance.kind,
+            memory_mb=instance.flavor.memory_mb, vcpus=instance.flavor.vcpus, values=values,
+            disks=tuple(disks), nics=tuple(nics) or tuple(instance.nics),
+            network_port=instance.network_port, vnc_password=password,
+            image=image_id, root_gb=instance.flavor.root_gb)
+        xmconfig.render(cfg)  # every remaining check, before anything is created
+        return cfg, disk_format
+
+    @staticmethod
+    def _block_device_line(device: BlockDevice, driver: str | None,
+                           toolstack: str) -> xmconfig.DiskLine:
+        is_block = os.path.exists(device.path) and _is_block_device(device.path)
+        prefix = ("phy" if is_block and device.fmt == "raw"
+                  else xmconfig.disk_prefix(driver, toolstack, device.fmt))
+        cdrom = device.device_type == "cdrom"
+        return xmconfig.DiskLine(device.path, prefix, readonly=device.readonly or cdrom,
+                                 cdrom=cdrom)
+
+    def describe_spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
+                       block_devices: Iterable[BlockDevice] = ()) -> str:
+        cfg, _fmt = self._guest_config(instance, image_id, nics, block_devices)
+        return xmconfig.render(cfg)
+
+    def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
+              block_devices: Iterable[BlockDevice] = ()) -> None:
+        cfg, disk_format = self._guest_config(instance, image_id, nics, block_devices)
+        if self._find(instance) is not None:
+            raise InstanceExists(f"instance {instance.name!r} is already running")
+        config_path = self.config_path(instance.name)
+        if os.path.exists(config_path):
+            raise InstanceExists(f"instance {instance.name!r} is defined ({config_path} exists): "
+                                 "power it on, or destroy it first")
+        instance_dir = self.instance_dir(instance)
+        if os.path.exists(instance_dir):
+            raise InstanceExists(f"instance directory {instance_dir} already exists: "
+                                 "destroy the old instance first")
+        step = "image"
+        try:
+            base = self._cache().fetch_base(image_id)
+            step = "disk"
+            os.makedirs(instance_dir)
+            self._make_disk(instance, base, disk_format)
+            step = "config"
+            self._write_config(config_path, xmconfig.render(cfg), cfg.vnc_password is not None)
+            remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
+            step = "create"
+            self.toolstack.run("create", config_path)
+        except (VirtError, OSError) as exc:
+            if step == "create":
+                self._keep_failed_config(config_path, instance.name)
+            else:
+                _cleanup(config_path)
+            if step != "image":
+                _cleanup(instance_dir)
+            raise SpawnError(step, str(exc)) from exc
+        self._emit(instance.name, PowerState.RUNNING)
+
+    def _make_disk(self, instance: Instance, base: str, disk_format: str) -> None:
+        path = self.disk_path(instance)
+        base_size = images.get_disk_size(base, "raw")
+        size = instance.flavor.root_gb * GiB
+        if size < base_size:
+            raise InvalidParameter(
+                f"flavor root_gb {instance.flavor.root_gb}: the image needs "
+                f"{math.ceil(base_size / GiB)} GiB; use a larger flavor")
+        if disk_format == "qcow2":
+            images.create_cow_image(base, path, size=size, backing_format="raw")
+        else:
+            images.convert(base, "raw", path, "raw")
+            images.resize(path, "raw", size)
+
+    def _write_config(self, path: str, text: str, secret: bool) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, text, mode=0o600 if secret else 0o644)
+
+    def _keep_failed_config(self, config_path: str, name: str) -> None:
+        """Move the config of a guest that failed to start to the log directory."""
+        log_dir = self.conf.xm.log_dir
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        try:
+            os.makedirs(log_dir, exist_ok=True)
+            target = os.path.join(log_dir, f"{name}-{stamp}")
+            os.replace(config_path, target)
+            LOG.error("kept the config of %s, which failed to start, as %s", name, target)
+        except OSError as exc:
+            LOG.error("could not keep the failed config of %s (%s); removing it", name, exc)
+            _cleanup(config_path)
+
+    # -- stop and start ---------------------------------------------------
+
+    def _stop(self, instance: Instance, timeout: int) -> None:
+        """`shutdown -w` bounded by timeout, then `destroy` if still there."""
+        name = instance.name
+        if self._find(instance) is None:
+            return
+        if timeout > 0:
+            try:
+                self._runner(["timeout", "-k", "5", str(timeout),
+                              self.toolstack.command, "shutdown", "-w", name])
+            except ToolstackError as exc:
+                LOG.warning("graceful shutdown of %s did not finish in %ss: %s",
+                            name, timeout, exc)
+        if self._find(instance) is not None:
+            try:
+                self.toolstack.run("destroy", name)
+            except ToolstackError:
+                if self._find(instance) is not None:
+                    raise
+        if self._find(instance) is not None:
+            raise HypervisorError(f"instance {name!r} is still running after destroy")
+
+    def destroy(self, instance: Instance, destroy_disks: bool = True) -> None:
+        check_instance_name(instance.name)
+        self._stop(instance, self.conf.xm.shutdown_timeout)
+        remove_quietly(self.config_path(instance.name))
+        remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
+        if destroy_disks:
+            remove_quietly(self.instance_dir(instance))
+        self._emit(instance.name, PowerState.SHUTOFF)
+
+    def power_off(self, instance: Instance, timeout: int | None = None) -> None:
+        self._require(instance)
+        self._stop(instance, self.conf.xm.shutdown_timeout if timeout is None else timeout)
+        self._emit(instance.name, PowerState.SHUTOFF)
+
+    def power_on(self, instance: Instance) -> None:
+        if self._find(instance) is not None:
+            return
+        path = self.config_path(instance.name)
+        if not os.path.exists(path):
+            raise InstanceNotFound(f"instance {instance.name!r} has no config file {path}: "
+                                   "spawn it first")
+        self.toolstack.run("create", path)
+        self._emit(instance.name, PowerState.RUNNING)
+
+    def reboot(self, instance: Instance, hard: bool = False) -> None:
+        before = self._require(instance)
+        if hard:
+            self._stop(instance, 0)
+            self.power_on(instance)
+            return
+        self.toolstack.run("reboot", instance.name)
+        polls = max(1, math.ceil(self.conf.xm.reboot_timeout / REBOOT_POLL_SECONDS))
+        for _ in range(polls):
+            now = self._find(instance)
+            # A new domain id, or cpu time starting over, means it rebooted.
+            if now is not None and (now.id != before.id or now.cpu_time < before.cpu_time):
+                self._emit(instance.name, PowerState.RUNNING)
+                return
+            self._sleep(REBOOT_POLL_SECONDS)
+        raise HypervisorError(
+            f"instance {instance.name!r} did not reboot within "
+            f"{self.conf.xm.reboot_timeout}s (domain id and cpu time unchanged)")
+
+    def pause(self, instance: Instance) -> None:
+        self._require(instance)
+        self.toolstack.run("pause", instance.name)
+        self._emit(instance.name, PowerState.PAUSED)
+
+    def unpause(self, instance: Instance) -> None:
+        self._require(instance)
+        self.toolstack.run("unpause", instance.name)
+        self._emit(instance.name, PowerState.RUNNING)
+
+    def suspend(self, instance: Instance) -> None:
+        raise HypervisorError("suspend is not supported by the xm backend: "
+                              "use pause, or the libvirt backend")
+
+    def resume(self, instance: Instance) -> None:
+        raise HypervisorError("resume is not supported by the xm backend: "
+                              "use unpause, or the libvirt backend")
+
+    # -- queries ----------------------------------------------------------
+
+    def get_instance(self, name: str) -> Instance:
+        """The Instance of a guest, rebuilt from its config file."""
+        path = self.config_path(name)
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise InstanceNotFound(f"instance {name!r} has no config file {path}") from None
+        return instance_from_config(xmconfig.parse(text))
+
+    def get_info(self, instance: Instance) -> InstanceInfo:
+        row = self._require(instance)
+        return InstanceInfo(state=row.state, max_mem_kb=row.memory_mb * 1024,
+                            mem_kb=row.memory_mb * 1024, num_cpu=row.vcpus,
+                            cpu_time_ns=int(row.cpu_time * 1e9), id=row.id)
+
+    def list_instances(self) -> list[str]:
+        return [row.name for row in self.toolstack.list_domains()]
+
+    def instance_exists(self, instance: Instance) -> bool:
+        return self._find(instance) is not None
+
+    def get_console_output(self, instance: Instance) -> str:
+        raise HypervisorError("console output is not supported by the xm backend: "
+                              f"attach with '{' '.join(self.get_console_command(instance))}'")
+
+    def get_console_command(self, instance: Instance) -> list[str]:
+        return [self.toolstack.command, "console", check_instance_name(instance.name)]
+
+    def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
+                 compress: bool = False) -> None:
+        raise HypervisorError("snapshot is not supported by the xm backend: "
+                              "use the libvirt backend")
+
+    def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
+        """xm has no event stream: listeners hear the state changes this driver makes."""
+        self._listeners.append(callback)
+
+    # -- migration --------------------------------------------------------
+
+    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
+        """xm: `migrate [-l] NAME HOST`. xl migration is always live, so a
+        non-live one pauses the guest first and its memory moves in one pass."""
+        self._require(instance)
+        if not isinstance(dest, str) or not _HOST.fullmatch(dest):
+            raise InvalidParameter(f"destination {dest!r}: use a host name or IP address")
+        name = instance.name
+        if self.toolstack.command == "xm":
+            self.toolstack.run("migrate", *(["-l"] if live else []), name, dest)
+        else:
+            if not live:
+                self.toolstack.run("pause", name)
+            try:
+                self.toolstack.run("migrate", "-C", self.config_path(name), name, dest)
+            except ToolstackError:
+                if not live and self._find(instance) is not None:
+                    self.toolstack.run("unpause", name)
+                raise
+        remove_quietly(self.config_path(name))
+        self._emit(name, PowerState.SHUTOFF)
+
+    def migration_config(self, instance: Instance) -> str:
+        """Source side: the config file content to hand to the target."""
+        path = self.config_path(instance.name)
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            raise InstanceNotFound(
+                f"instance {instance.name!r} has no config file {path}") from None
+
+    def accept_migration(self, instance: Instance, config_text: str) -> None:
+        """Target side, before migration: nothing to prepare; the name is checked."""
+        check_instance_name(instance.name)
+
+    def finalize_migration(self, instance: Instance, config_text: str, success: bool) -> None:
+        """Target side, after migration: keep the source's config when it worked."""
+        values = xmconfig.parse(config_text)
+        if values.get("name") != instance.name:
+            raise InvalidParameter(f"migrated config names {values.get('name')!r}, "
+                                   f"not {instance.name!r}: refusing to write it")
+        if success:
+            self._write_config(self.config_path(instance.name), config_text,
+                               "vncpasswd" in config_text)
+
+
+# Config key -> hypervisor parameter, where the value is copied as it is.
+_PARAM_OF_KEY = {
+    "ramdisk": "initrd_path", "root": "root_path", "extra": "kernel_args",
+    "bootloader": "bootloader", "bootargs": "bootloader_args", "cpus": "cpu_mask",
+    "boot": "boot_order", "vnclisten": "vnc_bind_address", "device_model": "device_model",
+    "device_model_override": "device_model", "firmware_override": "hvmloader_path",
+    "serial": "serial", "on_poweroff": "on_poweroff", "on_reboot": "on_reboot",
+    "on_crash": "on_crash",
+}
+_FLAG_PARAMS = ("pae", "acpi", "apic", "localtime")
+
+
+def instance_from_config(values: dict) -> Instance:
+    """Instance (name, uuid, flavor, kind, params, nics) from config.parse output."""
+    hvm = "hvm" in (values.get("builder"), values.get("type"))
+    kind = GuestKind.HVM if hvm else GuestKind.PV
+    found: dict[str, str] = {}
+    for key, param in _PARAM_OF_KEY.items():
+        if isinstance(values.get(key), str):
+            found[param] = values[key]
+    if isinstance(values.get("bootloader_args"), list):
+        found["bootloader_args"] = " ".join(values["bootloader_args"])
+    if isinstance(values.get("kernel"), str):
+        found["hvmloader_path" if hvm else "kernel_path"] = values["kernel"]
+    if hvm:
+        for flag in _FLAG_PARAMS:
+            if flag in values:
+                found[flag] = "true" if values[flag] else "false"
+        found["usb_tablet"] = "true" if values.get("usbdevice") == "tablet" else "false"
+    nics = []
+    for spec in values.get("vif", []):
+        fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+        nics.append(NIC(mac=fields["mac"], bridge=fields.get("bridge"), ip=fields.get("ip"),
+                        model=fields.get("model")))
+        if hvm:
+            found["nic_type"] = fields.get("model", "paravirtual")
+    for spec in values.get("disk", []):
+        target, _, rest = spec.partition(",")
+        if hvm and rest.startswith("hdc:cdrom,") and target.startswith("file:"):
+            found["cdrom_image_path"] = target[len("file:"):]
+    display = values.get("vncdisplay")
+    root_gb = int(values.get("meta:root_gb", 0) or 0)
+    image = values.get("meta:image")
+    return Instance(
+        name=values["name"], uuid=values["uuid"], kind=kind, params=found, nics=tuple(nics),
+        flavor=Flavor(memory_mb=values["memory"], vcpus=values["vcpus"], root_gb=root_gb),
+        image=None if image in (None, "-") else image,
+        network_port=xmconfig.VNC_BASE_PORT + display if isinstance(display, int) else None)
+
+
+def _cleanup(path: str) -> None:
+    """Remove what a failed spawn made; a failure here must not hide the first one."""
+    try:
+        remove_quietly(path)
+    except OSError as exc:
+        LOG.error("could not remove %s after a failed spawn: %s", path, exc)
+
+
+def _is_block_device(path: str) -> bool:
+    return stat.S_ISBLK(os.stat(path).st_mode)
+
+
+def _read_vnc_password(path: str) -> str:
+    try:
+        with open(path) as f:
+            password = f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise InvalidParameter(f"parameter vnc_password_file {path!r}: cannot read it "
+                               f"({exc.strerror})") from None
+    if not password:
+        raise InvalidParameter(f"parameter vnc_password_file {path!r}: the file is empty")
+    return password
