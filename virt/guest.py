@@ -1,0 +1,395 @@
+"""From an Instance to a Domain: the policy of what a guest's domain XML holds.
+
+build_domain() checks every input first and only then builds the model, so
+bad input never reaches an XML document. The instance params it reads are
+the rows of PARAMS, each with its check and the message saying what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from virt import disk as diskpolicy
+from virt.domain import (
+    OS,
+    Clock,
+    Console,
+    Device,
+    Disk,
+    Domain,
+    Features,
+    Graphics,
+    Input,
+    InstanceMetadata,
+    Interface,
+    Serial,
+    Video,
+)
+from virt.errors import InvalidParameter
+from virt.objects import NIC, BlockDevice, GuestKind, Instance
+from virt.validation import (
+    check_absolute_path,
+    check_image_name,
+    check_instance_name,
+    check_int_range,
+    check_mac,
+)
+
+VIRT_TYPES = ("kvm", "qemu", "xen")
+MEMORY_MB_RANGE = (16, 4 * 1024 * 1024)
+VCPUS_RANGE = (1, 256)
+XEN_HVMLOADER = "/usr/lib/xen/boot/hvmloader"
+BOOT_LETTERS = {"a": "fd", "c": "hd", "d": "cdrom", "n": "network"}
+DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
+DISK_IO_MODES = ("native", "threads")
+NIC_MODELS = ("virtio", "e1000", "rtl8139", "ne2k_pci", "pcnet", "netfront")
+IMAGE_FORMATS = ("raw", "qcow2", "qcow", "vmdk", "vpc", "vhd", "vdi", "qed", "iso")
+ARCHES = ("x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64")
+_BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_MACHINE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: str, field: str) -> str:
+    """Free text for the XML: anything but control characters (XML 1.0 cannot hold them)."""
+    if _CONTROL.search(value) or "\n" in value or "\r" in value:
+        raise InvalidParameter(f"{field} {value!r}: use printable characters on one line")
+    return value
+
+
+def _choice(allowed: Sequence[str]) -> Callable[[str, str], str]:
+    def check(value: str, field: str) -> str:
+        if value not in allowed:
+            raise InvalidParameter(f"{field} {value!r}: use one of {', '.join(allowed)}")
+        return value
+    return check
+
+
+def _boolean(value: str, field: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false", "yes", "no", "1", "0"):
+        raise InvalidParameter(f"{field} {value!r}: use true or false")
+    return lowered in ("true", "yes", "1")
+
+
+def _boot_order(value: str, field: str) -> list[str]:
+    if not value or any(letter not in BOOT_LETTERS for letter in value) \
+            or len(set(value)) != len(value):
+        raise InvalidParameter(
+            f"{field} {value!r}: use one or more of a, c, d, n (floppy, disk, cdrom, "
+            "network), each at most once")
+    return [BOOT_LETTERS[letter] for letter in value]
+
+
+def _listen_address(value: str, field: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidParameter(
+            f"{field} {value!r}: use an IPv4 or IPv6 address such as 127.0.0.1 or ::1"
+        ) from None
+
+
+def _vnc_password(value: str, field: str) -> str:
+    if not 1 <= len(value) <= 8 or not value.isprintable():
+        raise InvalidParameter(f"{field}: use 1 to 8 printable characters (a VNC limit)")
+    return value
+
+
+@dataclass(frozen=True)
+class Param:
+    """One instance param key that build_domain reads, and its check."""
+
+    key: str
+    check: Callable[[str, str], object]
+    help: str
+
+
+# Every instance param key build_domain reads; other keys are left for other layers.
+PARAMS: dict[str, Param] = {p.key: p for p in (
+    Param("kernel_path", check_absolute_path, "kernel for direct boot (KVM, Xen PV)"),
+    Param("initrd_path", check_absolute_path, "initrd for direct boot; needs kernel_path"),
+    Param("kernel_args", _text, "kernel command line for direct boot"),
+    Param("bootloader", check_absolute_path, "Xen PV bootloader such as pygrub"),
+    Param("bootloader_args", _text, "arguments of the Xen PV bootloader"),
+    Param("boot_order", _boot_order, "HVM boot devices: letters a, c, d, n (default c)"),
+    Param("cdrom_image_path", check_absolute_path, "an ISO image attached as a cdrom"),
+    Param("vnc_bind_address", _listen_address,
+          "VNC listen address; enables VNC on KVM (Xen HVM always has VNC, 127.0.0.1 by default)"),
+    Param("vnc_password", _vnc_password, "VNC password, 1 to 8 characters"),
+    Param("use_localtime", _boolean, "guest clock in local time instead of UTC"),
+    Param("acpi", _boolean, "Xen HVM: ACPI (default true)"),
+    Param("apic", _boolean, "Xen HVM: APIC (default true)"),
+    Param("pae", _boolean, "Xen HVM: PAE (default true)"),
+    Param("disk_cache", _choice(DISK_CACHE_MODES), "disk cache mode"),
+    Param("disk_io", _choice(DISK_IO_MODES), "disk I/O mode"),
+)}
+
+
+def read_params(params: dict[str, str]) -> dict[str, object]:
+    """The checked values of the known params, keyed like PARAMS."""
+    values: dict[str, object] = {}
+    for key, param in PARAMS.items():
+        if key in params:
+            raw = params[key]
+            if not isinstance(raw, str):
+                raise InvalidParameter(f"params[{key!r}] {raw!r}: use a string")
+            values[key] = param.check(raw, f"params[{key!r}]")
+    return values
+
+
+def is_block_device(path: str) -> bool:
+    """True for an existing block device; files and missing paths are not."""
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _check_instance(instance: Instance) -> None:
+    check_instance_name(instance.name, "instance name")
+    try:
+        uuidlib.UUID(instance.uuid)
+    except (ValueError, TypeError, AttributeError):
+        raise InvalidParameter(
+            f"instance uuid {instance.uuid!r}: use a UUID such as "
+            "6f1d1a7e-3b8f-4f57-9f5b-2f0a8c2e6d41") from None
+    if instance.image is not None:
+        check_image_name(instance.image, "instance image")
+    flavor = instance.flavor
+    check_int_range(flavor.memory_mb, *MEMORY_MB_RANGE, "flavor memory_mb")
+    check_int_range(flavor.vcpus, *VCPUS_RANGE, "flavor vcpus")
+    check_int_range(flavor.root_gb, 0, 1 << 20, "flavor root_gb")
+    _text(flavor.name, "flavor name")
+    if instance.network_port is not None:
+        check_int_range(instance.network_port, 5900, 65535, "instance network_port")
+
+
+def _check_disk(index: int, device: BlockDevice) -> None:
+    field = f"disks[{index}]"
+    check_absolute_path(device.path, f"{field}.path")
+    _choice(IMAGE_FORMATS)(device.fmt, f"{field}.fmt")
+    _choice(("disk", "cdrom"))(device.device_type, f"{field}.device_type")
+    if device.bus is not None:
+        diskpolicy.bus_policy(device.bus)
+
+
+def _interface(index: int, nic: NIC, default_model: str | None) -> Interface:
+    field = f"nics[{index}]"
+    mac = check_mac(nic.mac, f"{field}.mac")
+    model = nic.model if nic.model is not None else default_model
+    if model is not None:
+        _choice(NIC_MODELS)(model, f"{field}.model")
+    if nic.bridge is not None and nic.network is not None:
+        raise InvalidParameter(f"{field}: give a bridge or a network, not both")
+    if nic.bridge is not None:
+        if not _BRIDGE_NAME.fullmatch(nic.bridge):
+            raise InvalidParameter(
+                f"{field}.bridge {nic.bridge!r}: use 1 to 15 letters, digits, '.', '_' or '-'")
+        return Interface(type="bridge", mac=mac, source=nic.bridge, model=model)
+    if nic.network is not None:
+        if not _NETWORK_NAME.fullmatch(nic.network):
+            raise InvalidParameter(
+                f"{field}.network {nic.network!r}: use 1 to 63 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit")
+        return Interface(type="network", mac=mac, source=nic.network, model=model)
+    return Interface(type="user", mac=mac, model=model)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What kind of guest is being built, decided once from the inputs."""
+
+    virt_type: str
+    hvm: bool
+
+    @property
+    def xen_pv(self) -> bool:
+        return self.virt_type == "xen" and not self.hvm
+
+    @property
+    def xen_hvm(self) -> bool:
+        return self.virt_type == "xen" and self.hvm
+
+
+def _shape(instance: Instance, virt_type: str) -> _Shape:
+    _choice(VIRT_TYPES)(virt_type, "virt_type")
+    if not isinstance(instance.kind, GuestKind):
+        raise InvalidParameter(f"instance kind {instance.kind!r}: use GuestKind.HVM or PV")
+    if virt_type != "xen" and instance.kind is GuestKind.PV:
+        raise InvalidParameter(f"instance kind pv: {virt_type} guests are hvm; use GuestKind.HVM")
+    return _Shape(virt_type, instance.kind is GuestKind.HVM)
+
+
+def _os(shape: _Shape, params: dict[str, object], arch: str, machine: str | None) -> OS:
+    kernel = params.get("kernel_path")
+    bootloader = params.get("bootloader")
+    if "initrd_path" in params and kernel is None:
+        raise InvalidParameter("params['initrd_path']: set params['kernel_path'] too")
+    if "kernel_args" in params and kernel is None:
+        raise InvalidParameter("params['kernel_args']: set params['kernel_path'] too")
+    if shape.xen_pv:
+        if (kernel is None) == (bootloader is None):
+            raise InvalidParameter(
+                "params: a Xen PV guest needs exactly one of kernel_path or bootloader")
+        if "bootloader_args" in params and bootloader is None:
+            raise InvalidParameter("params['bootloader_args']: set params['bootloader'] too")
+        return OS(type="xen", arch=arch, kernel=kernel, initrd=params.get("initrd_path"),
+                  cmdline=params.get("kernel_args"))
+    if bootloader is not None or "bootloader_args" in params:
+        raise InvalidParameter("params['bootloader']: only Xen PV guests use a bootloader")
+    if shape.xen_hvm and kernel is not None:
+        raise InvalidParameter("params['kernel_path']: Xen HVM guests boot through hvmloader")
+    boot = [] if kernel is not None else params.get("boot_order", ["hd"])
+    return OS(type="hvm", arch=arch, machine=machine,
+              loader=XEN_HVMLOADER if shape.xen_hvm else None,
+              kernel=kernel, initrd=params.get("initrd_path"),
+              cmdline=params.get("kernel_args"), boot_devices=list(boot))
+
+
+def _disks(shape: _Shape, devices: Sequence[BlockDevice], params: dict[str, object],
+           hypervisor_version: int, machine: str | None,
+           probe: diskpolicy.DiskProbe | None) -> list[Disk]:
+    buses = [device.bus or diskpolicy.default_bus(shape.virt_type, shape.hvm,
+                                                  device.device_type, machine)
+             for device in devices]
+    targets = diskpolicy.assign_targets(
+        [(bus, device.device_type) for bus, device in zip(buses, devices, strict=True)])
+    cache = params.get("disk_cache")
+    disks = []
+    for device, bus, target in zip(devices, buses, targets, strict=True):
+        block = is_block_device(device.path)
+        driver = diskpolicy.pick_disk_driver_name(shape.virt_type, hypervisor_version,
+                                                  block, probe)
+        disks.append(Disk(
+            type="block" if block else "file", device=device.device_type,
+            source=device.path, target_dev=target, target_bus=bus,
+            driver_name=driver, driver_type=diskpolicy.pick_disk_driver_type(driver, device.fmt),
+            driver_cache=cache, driver_io=params.get("disk_io") if driver == "qemu" else None,
+            readonly=device.readonly or device.device_type == "cdrom"))
+    return disks
+
+
+def _consoles(shape: _Shape, console_log: str | None) -> list[Device]:
+    if shape.xen_pv:
+        if console_log is not None:
+            raise InvalidParameter(
+                "console_log: Xen PV consoles are logged by xenconsoled; pass None")
+        return [Console(type="pty", target_type="xen", target_port=0)]
+    if console_log is None:
+        return [Serial(type="pty", target_port=0),
+                Console(type="pty", target_type="serial", target_port=0)]
+    check_absolute_path(console_log, "console_log")
+    return [Serial(type="file", path=console_log, target_port=0),
+            Console(type="file", path=console_log, target_type="serial", target_port=0)]
+
+
+def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> list[Device]:
+    listen = params.get("vnc_bind_address")
+    if listen is None and not shape.xen_hvm:
+        if "vnc_password" in params:
+            raise InvalidParameter("params['vnc_password']: set params['vnc_bind_address'] too")
+        return []
+    port = instance.network_port
+    graphics = Graphics(listen=listen or "127.0.0.1", port=port,
+                        autoport=port is None, passwd=params.get("vnc_password"))
+    if shape.xen_pv:
+        return [graphics]
+    return [Input(type="tablet", bus="usb"), graphics, Video(model="cirrus")]
+
+
+def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequence[NIC],
+                 virt_type: str, hypervisor_version: int, *, arch: str = "x86_64",
+                 machine: str | None = None, console_log: str | None = None,
+                 probe: diskpolicy.DiskProbe | None = None) -> Domain:
+    """The Domain of an instance, after every input was checked.
+
+    disks: the root disk first (e.g. the qcow2 overlay), then extra disks and
+    cdroms. nics: usually instance.nics. virt_type: kvm, qemu or xen;
+    hypervisor_version as libvirt reports it (major*1_000_000 + ...), used
+    for the Xen disk driver. console_log: the file the serial console writes
+    to (KVM/QEMU and Xen HVM), else a pty. probe: see pick_disk_driver_name.
+    Raises InvalidParameter naming the field at fault.
+    """
+    shape = _shape(instance, virt_type)
+    _check_instance(instance)
+    params = read_params(instance.params)
+    _choice(ARCHES)(arch, "arch")
+    if machine is not None and not _MACHINE.fullmatch(machine):
+        raise InvalidParameter(f"machine {machine!r}: use letters, digits, '.', '_' or '-'")
+    if shape.xen_pv and machine is not None:
+        raise InvalidParameter("machine: Xen PV guests have no machine type; pass None")
+    if isinstance(hypervisor_version, bool) or not isinstance(hypervisor_version, int) \
+            or hypervisor_version < 0:
+        raise InvalidParameter(
+            f"hypervisor_version {hypervisor_version!r}: use an integer such as 4002000")
+    if not disks:
+        raise InvalidParameter("disks: give at least the root disk")
+    devices = list(disks)
+    for index, device in enumerate(devices):
+        _check_disk(index, device)
+    if "cdrom_image_path" in params:
+        devices.append(BlockDevice(path=params["cdrom_image_path"], fmt="raw",
+                                   readonly=True, device_type="cdrom"))
+
+    os_ = _os(shape, params, arch, machine)
+    # KVM guests get paravirtual NICs; Xen picks netfront (PV) or its emulated default.
+    default_model = "virtio" if virt_type in ("kvm", "qemu") else None
+    interfaces = [_interface(i, nic, default_model) for i, nic in enumerate(nics)]
+    disk_elements = _disks(shape, devices, params, hypervisor_version, machine, probe)
+    consoles = _consoles(shape, console_log)
+    graphics = _graphics(shape, instance, params)
+
+    features = None
+    if shape.hvm:
+        features = Features(acpi=params.get("acpi", True), apic=params.get("apic", True),
+                            pae=params.get("pae", True) if shape.xen_hvm else False)
+    flavor = instance.flavor
+    memory_kib = flavor.memory_mb * 1024
+    return Domain(
+        type=virt_type, name=instance.name, uuid=instance.uuid,
+        memory_kib=memory_kib, current_memory_kib=memory_kib, vcpus=flavor.vcpus,
+        os=os_,
+        bootloader=params.get("bootloader") if shape.xen_pv else None,
+        bootloader_args=params.get("bootloader_args") if shape.xen_pv else None,
+        features=features,
+        clock=Clock(offset="localtime" if params.get("use_localtime") else "utc"),
+        on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+        metadata=InstanceMetadata(instance_uuid=instance.uuid, flavor=flavor,
+                                  image=instance.image, kind=instance.kind),
+        devices=[*disk_elements, *interfaces, *consoles, *graphics])
+
+
+def instance_from_domain(domain: Domain) -> Instance:
+    """Rebuild the Instance a domain was built from (e.g. after a restart).
+
+    Name, uuid, flavor, image and kind come from the project metadata, boot
+    params from <os>/<bootloader>, NICs from the interfaces. A domain without
+    the metadata (not ours) is refused.
+    """
+    meta = domain.metadata
+    if meta is None or meta.instance_uuid is None or meta.flavor is None:
+        raise InvalidParameter(
+            f"domain {domain.name!r}: no virt-driver metadata; it was not built by virt-driver")
+    params: dict[str, str] = {}
+    for key, value in (("kernel_path", domain.os.kernel), ("initrd_path", domain.os.initrd),
+                       ("kernel_args", domain.os.cmdline), ("bootloader", domain.bootloader),
+                       ("bootloader_args", domain.bootloader_args)):
+        if value is not None:
+            params[key] = value
+    nics = tuple(
+        NIC(mac=iface.mac or "",
+            bridge=iface.source if iface.type == "bridge" else None,
+            network=iface.source if iface.type == "network" else None,
+            model=iface.model)
+        for iface in domain.devices_of(Interface))
+    return Instance(name=domain.name, flavor=meta.flavor, image=meta.image,
+                    uuid=meta.instance_uuid, kind=meta.kind or GuestKind.HVM,
+                    params=params, nics=nics)
