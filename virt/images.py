@@ -172,30 +172,33 @@ def extract_snapshot(disk_path: str, source_fmt: str, out_path: str, dest_fmt: s
 
 
 def inspect_untrusted(path: str, declared_format: str, max_virtual_size: int | None = None,
-                      limits: Limits | None = None) -> ImageInfo:
+                      limits: Limits | None = None, allow_backing: bool = False) -> ImageInfo:
     """Check an image from outside before anything opens it for real.
 
     Refuses (UnsafeImage) a backing file, an external data file, content that
     is not in the declared format, an unsafe vmdk, an oversized image, and
-    anything that makes qemu-img exceed its resource limits.
+    anything that makes qemu-img exceed its resource limits. allow_backing
+    (for a chain member whose pointer will be replaced) lets a qcow2 name a
+    backing file: qemu-img info without --backing-chain never opens it.
     """
-    _check_header(path, declared_format)
+    _check_header(path, declared_format, allow_backing)
     try:
         out = qemu_img("info", "-f", declared_format, "--output=json", path,
                        limits=limits or Limits())
     except ImageError as exc:
         raise UnsafeImage(_refusal(path, declared_format, exc)) from None
     image = ImageInfo.from_json(json.loads(out))
-    reason = _unsafe_reason(image, declared_format, max_virtual_size)
+    reason = _unsafe_reason(image, declared_format, max_virtual_size, allow_backing)
     if reason:
         raise UnsafeImage(f"image {os.path.basename(path)} refused: {reason}")
     return image
 
 
-def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None) -> str | None:
+def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None,
+                   allow_backing: bool) -> str | None:
     if image.format != declared:
         return f"qemu-img reads it as {image.format}, but it was declared {declared}"
-    if image.backing_file:
+    if image.backing_file and not allow_backing:
         return (f"it has a backing file ({image.backing_file}); "
                 "import a standalone image (qemu-img convert flattens a chain)")
     if image.data_file:
@@ -209,7 +212,7 @@ def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None
     return None
 
 
-def _check_header(path: str, declared: str) -> None:
+def _check_header(path: str, declared: str, allow_backing: bool) -> None:
     """Refuse pointers to other files before qemu-img opens (and follows) them."""
     try:
         with open(path, "rb") as f:
@@ -217,7 +220,7 @@ def _check_header(path: str, declared: str) -> None:
     except OSError as exc:
         raise UnsafeImage(f"cannot read {path}: {exc.strerror}") from None
     if declared == "qcow2":
-        _check_qcow2_header(path, header)
+        _check_qcow2_header(path, header, allow_backing)
     elif declared == "vmdk" and header[:4] != _VMDK_SPARSE_MAGIC:
         # A text descriptor names extent files, which could be any host file.
         raise UnsafeImage(f"image {os.path.basename(path)} refused: a vmdk descriptor file "
@@ -225,12 +228,12 @@ def _check_header(path: str, declared: str) -> None:
                           "streamOptimized vmdk")
 
 
-def _check_qcow2_header(path: str, header: bytes) -> None:
+def _check_qcow2_header(path: str, header: bytes, allow_backing: bool) -> None:
     if len(header) < 72 or header[:4] != _QCOW2_MAGIC:
         raise UnsafeImage(f"image {os.path.basename(path)} refused: "
                           "it was declared qcow2 but has no qcow2 header")
     version, backing_offset = struct.unpack(">IQ", header[4:16])
-    if backing_offset:
+    if backing_offset and not allow_backing:
         raise UnsafeImage(f"image {os.path.basename(path)} refused: it has a backing file; "
                           "import a standalone image (qemu-img convert flattens a chain)")
     if version >= 3 and len(header) >= 80:
