@@ -23,6 +23,7 @@ from virt import images
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
 from virt.errors import VirtError
+from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
@@ -262,16 +263,20 @@ class Commands:
 
     def do_image_export(self) -> None:
         from virt import chain
-        image = self.store().get(self.args.name)
-        with open(self.args.file, "wb") as f:
-            chain.export_chain(image.path, f, progress=ProgressBar(f"exporting {image.name}"))
-        self.out.done(f"exported {image.name} to {self.args.file}", file=self.args.file)
+        name, path = self.args.name, self.args.file
+        with atomic_target(path) as tmp, open(tmp, "wb") as f:
+            members = chain.export_image(self.store(), name, f,
+                                         progress=ProgressBar(f"exporting {name}"))
+        self.out.done(f"exported {name} ({len(members)} file(s)) to {path}",
+                      file=path, members=members)
 
     def do_image_import_chain(self) -> None:
         from virt import chain
         with open(self.args.file, "rb") as f:
-            result = chain.import_chain(f, self.store(), name=self.args.name,
-                                        progress=ProgressBar(f"importing {self.args.name}"))
+            result = chain.import_chain(
+                f, self.store(), self.args.name,
+                progress=ProgressBar(f"importing {self.args.name}"),
+                max_size=images.parse_size(self.conf.images.max_chain_import_size))
         self.out.done(f"imported chain {self.args.name} (leaf {result['root']['uuid']})",
                       **result)
 

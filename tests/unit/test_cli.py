@@ -128,3 +128,27 @@ def test_progress_bar_draws_only_on_a_terminal():
     assert pipe.text == ""
     assert term.text.count("\r") == 3 and term.text.endswith("100%\n")
     assert "[###############...............]  50%" in term.text
+
+
+def test_image_export_and_import_chain_between_two_hosts(config, tmp_path):
+    src = str(tmp_path / "disk.qcow2")
+    images.create_image("qcow2", src, "8M")
+    assert run_cli(config, "image", "import", "golden", src, "--format", "qcow2")[0] == 0
+    tarball = str(tmp_path / "golden.tar.gz")
+    code, out, err = run_cli(config, "image", "export", "golden", tarball)
+    assert (code, err) == (0, "") and "exported golden (1 file(s))" in out
+
+    other = tmp_path / "other.conf"
+    other.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'other'}\n")
+    code, out, err = run_cli(str(other), "--json", "image", "import-chain", "copy", tarball)
+    assert (code, err) == (0, "")
+    leaf = json.loads(out)["root"]["uuid"]
+    listed = json.loads(run_cli(str(other), "--json", "image", "list")[1])
+    assert [(i["name"], os.path.basename(i["path"])) for i in listed] == [
+        ("copy", f"{leaf}.qcow2")]
+
+
+def test_a_failed_export_leaves_no_partial_file(config, tmp_path):
+    code, _, err = run_cli(config, "image", "export", "missing", str(tmp_path / "out.tar.gz"))
+    assert code == 1 and "not in the store" in err
+    assert not any(name.startswith((".out", "out")) for name in os.listdir(tmp_path))
