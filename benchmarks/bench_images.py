@@ -27,19 +27,23 @@ def make_base(path: str, size: int, data: int) -> None:
                     "conv=notrunc", "status=none"], check=True)
 
 
+def bench_overlay(work: str, label: str, size: int, data: int) -> None:
+    base = os.path.join(work, f"base-{size}")
+    make_base(base, size, data)
+    overlay, copy = os.path.join(work, "overlay"), os.path.join(work, "copy")
+    ours = median_seconds(lambda: images.create_cow_image(base, overlay, size,
+                                                          backing_format="raw"),
+                          repeat=21, teardown=lambda: remove_quietly(overlay))
+    peer = median_seconds(lambda: subprocess.run(["cp", base, copy], check=True),
+                          repeat=5, teardown=lambda: remove_quietly(copy))
+    report(f"overlay on a {label} base", ours, peer, "full copy (cp)")
+    remove_quietly(base)
+
+
 def bench_overlays(work: str) -> None:
     for label, size, data in (("64 MiB", 64 * MiB, 64 * MiB), ("1 GiB", 1 << 30, 256 * MiB),
                               ("10 GiB", 10 << 30, 256 * MiB)):
-        base = os.path.join(work, f"base-{size}")
-        make_base(base, size, data)
-        overlay, copy = os.path.join(work, "overlay"), os.path.join(work, "copy")
-        ours = median_seconds(lambda: images.create_cow_image(base, overlay, size,
-                                                              backing_format="raw"),
-                              repeat=21, teardown=lambda: remove_quietly(overlay))
-        peer = median_seconds(lambda: subprocess.run(["cp", base, copy], check=True),
-                              repeat=5, teardown=lambda: remove_quietly(copy))
-        report(f"overlay on a {label} base", ours, peer, "full copy (cp)")
-        remove_quietly(base)
+        bench_overlay(work, label, size, data)
 
 
 def bench_inspect(work: str) -> None:

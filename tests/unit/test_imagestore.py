@@ -9,8 +9,13 @@ from virt import images
 from virt.errors import ImageNotFound, InvalidParameter, UnsafeImage
 from virt.imagestore import LocalImageStore, file_sha256
 
-from .test_images import (make_qcow2_with_backing, make_qcow2_with_data_file,
-                          make_vmdk_descriptor, qemu_io, reads_pattern)
+from .test_images import (
+    make_qcow2_with_backing,
+    make_qcow2_with_data_file,
+    make_vmdk_descriptor,
+    qemu_io,
+    reads_pattern,
+)
 
 MiB = 1 << 20
 

@@ -1,0 +1,604 @@
+"""LibvirtDriver: the ComputeDriver contract on libvirt-python.
+
+An instance lives in `{instances_path}/{uuid}/` (the qcow2 overlay `disk` on a
+raw base from the image cache, and `console.log`) and as a defined domain
+whose metadata element carries what is needed to rebuild the Instance, so no
+database is needed. Every libvirt call goes through the Connection, which
+reconnects and retries once when the daemon went away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import libvirt
+from lxml import etree
+
+from backends.libvirt.connection import Connection, uri_for
+from virt import images
+from virt.domain import METADATA_NS, Disk, Domain, RawXML, Serial
+from virt.driver import ComputeDriver
+from virt.errors import (
+    HypervisorError,
+    ImageNotFound,
+    InstanceExists,
+    InstanceNotFound,
+    InvalidParameter,
+    InvalidState,
+    SpawnError,
+    Timeout,
+    VirtError,
+)
+from virt.fileutils import remove_quietly
+from virt.guest import build_domain, instance_from_domain
+from virt.imagecache import ImageCache
+from virt.imagestore import LocalImageStore
+from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
+from virt.validation import check_image_name, check_instance_name
+
+LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+GIB = 1 << 30
+DISK_NAME = "disk"
+CONSOLE_LOG = "console.log"
+START_TIMEOUT = 30.0
+POLL_INTERVAL = 0.05
+SNAPSHOT_FORMATS = ("qcow2", "raw")
+
+UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: PowerState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: PowerState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: PowerState.BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: PowerState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: PowerState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: PowerState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
+}
+
+
+def migration_flags(live: bool = True) -> int:
+    """Peer-to-peer migration that leaves the guest defined only on the destination."""
+    flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
+             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+    return flags | libvirt.VIR_MIGRATE_LIVE if live else flags
+
+
+def capability_arches(capabilities_xml: str) -> tuple[str, set[str]]:
+    """(host arch, guest arches the host can run) from getCapabilities()."""
+    root = etree.fromstring(capabilities_xml.encode(),
+                            etree.XMLParser(resolve_entities=False, no_network=True))
+    host_arch = root.findtext("host/cpu/arch") or ""
+    return host_arch, {arch.get("name") for arch in root.iterfind("guest/arch")}
+
+
+def power_state(state: int, has_managed_save: bool = False) -> PowerState:
+    """libvirt's state code as a PowerState; a managed-saved shut-off guest is suspended."""
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and has_managed_save:
+        return PowerState.SUSPENDED
+    return _STATES.get(state, PowerState.NOSTATE)
+
+
+def with_console_log(domain: Domain, path: str) -> Domain:
+    """Log the first serial port to `path`, appending: the log must survive reboots.
+
+    libvirt truncates a file-type serial at every start; a pty serial with a
+    <log append='on'> keeps both `virsh console` and the whole history.
+    """
+    log = etree.Element("log", file=path, append="on")
+    for serial in domain.devices_of(Serial)[:1]:
+        serial.extra.append(RawXML.from_element(log))
+    return domain
+
+
+@dataclass(frozen=True)
+class _HostFacts:
+    arch: str
+    runnable_arches: frozenset[str]
+    hypervisor_version: int
+
+
+class _Undo:
+    """Steps to take back, newest first, if a multi-step operation fails."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Callable[[], None]]] = []
+
+    def push(self, what: str, step: Callable[[], None]) -> None:
+        self._steps.append((what, step))
+
+    def run(self) -> None:
+        for what, step in reversed(self._steps):
+            try:
+                step()
+            except Exception as e:  # keep undoing: every other step still matters
+                LOG.error("could not undo %s: %s", what, e)
+
+
+class LibvirtDriver(ComputeDriver):
+    """Guests as libvirt domains with qcow2 overlays on cached raw bases."""
+
+    name = "libvirt"
+
+    def __init__(self, conf, *, event_stop_delay: float = 2.0):
+        super().__init__(conf)
+        self.virt_type = conf.virt_type
+        self.uri = uri_for(conf.virt_type, conf.libvirt.connection_uri)
+        lv = conf.libvirt
+        self._connection = Connection(
+            self.uri, keepalive_interval=lv.keepalive_interval,
+            keepalive_count=lv.keepalive_count, max_backoff=lv.reconnect_max_backoff,
+            stop_delay=event_stop_delay)
+        self._facts: _HostFacts | None = None
+        self._connection.add_resync(self._resync)
+        self.store = LocalImageStore.from_conf(conf)
+        self.cache = ImageCache.from_conf(conf)
+
+    # -- host ---------------------------------------------------------------
+
+    def init_host(self, host: str) -> None:
+        os.makedirs(self.conf.instances_path, exist_ok=True)
+        self._connection.get()
+
+    def close(self) -> None:
+        """Close the libvirt connection; the next call would open a new one."""
+        self._connection.close()
+
+    def get_host_info(self) -> HostInfo:
+        def read(conn):
+            return conn.getInfo(), conn.getFreeMemory(), conn.getType(), conn.getVersion(), \
+                conn.getCapabilities()
+
+        (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type, \
+            hv_version, caps = self._call("read host info of", self.uri, read)
+        host_arch, _ = capability_arches(caps)
+        total_gb, free_gb, used_gb = _disk_usage_gb(self.conf.instances_path)
+        return HostInfo(
+            memory_total=memory_mb, memory_free=free >> 20, memory_dom0=None,
+            cpu_total=cpus, cpu_nodes=nodes, cpu_sockets=nodes * sockets,
+            hypervisor_type=hv_type.lower(), hypervisor_version=hv_version,
+            arch=host_arch or model, backend=self.name,
+            disk_total_gb=total_gb, disk_free_gb=free_gb, disk_used_gb=used_gb)
+
+    def list_instances(self) -> list[str]:
+        """Names of the domains this project built (they carry its metadata)."""
+        def names(conn):
+            return sorted(dom.name() for dom in conn.listAllDomains() if _is_ours(dom))
+        return self._call("list the domains of", self.uri, names)
+
+    def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
+        self._connection.add_listener(callback)
+
+    def _resync(self, conn: libvirt.virConnect) -> None:
+        """After a (re)connect, tell listeners every guest's state: events were missed."""
+        self._facts = None
+        for dom in conn.listAllDomains():
+            if _is_ours(dom):
+                state = power_state(dom.state()[0], bool(dom.hasManagedSaveImage()))
+                self._connection.events.emit(dom.name(), state)
+
+    # -- spawn --------------------------------------------------------------
+
+    def describe_spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
+                       block_devices: Iterable[BlockDevice] = ()) -> str:
+        directory = self._instance_dir(instance)
+        image = self._image(image_id)
+        self._check_root_size(image.virtual_size, instance)
+        arch = self._guest_arch(image.properties)
+        return self._domain_xml(instance, directory, list(nics) or list(instance.nics),
+                                list(block_devices), arch)
+
+    def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
+              block_devices: Iterable[BlockDevice] = ()) -> None:
+        directory = self._instance_dir(instance)
+        if self.instance_exists(instance):
+            raise InstanceExists(f"instance {instance.name!r} is already defined: "
+                                 "destroy it first or choose another name")
+        nics = list(nics) or list(instance.nics)
+        undo = _Undo()
+        step = "image"
+        try:
+            image = self._image(image_id)
+            self._check_root_size(image.virtual_size, instance)
+            arch = self._guest_arch(image.properties)
+            base = self.cache.fetch_base(image_id)
+            step = "xml"
+            xml = self._domain_xml(instance, directory, nics, list(block_devices), arch)
+            step = "disk"
+            self._make_disks(directory, base, instance, undo)
+            step = "define"
+            self._call("define", instance.name, lambda conn: conn.defineXML(xml))
+            undo.push("definition", lambda: self._undefine(instance.name))
+            step = "start"
+            self._with_domain(instance.name, "start", lambda dom: dom.create())
+            undo.push("running domain", lambda: self._hard_stop(instance.name))
+            step = "wait"
+            self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+        except VirtError as e:
+            undo.run()
+            raise SpawnError(step, str(e)) from None
+        except OSError as e:
+            undo.run()
+            raise SpawnError(step, f"{e.strerror}: {e.filename}") from None
+        except BaseException:
+            undo.run()
+            raise
+
+    def _image(self, image_id: str):
+        check_image_name(image_id, "image")
+        return self.store.get(image_id)
+
+    @staticmethod
+    def _check_root_size(virtual_size: int, instance: Instance) -> None:
+        root = instance.flavor.root_gb * GIB
+        if instance.flavor.root_gb and virtual_size > root:
+            raise InvalidParameter(
+                f"image is {virtual_size} bytes, larger than the flavor's root disk "
+                f"({instance.flavor.root_gb} GiB): use a flavor with root_gb >= "
+                f"{-(-virtual_size // GIB)}")
+
+    def _host_facts(self) -> _HostFacts:
+        """Capabilities and version, read once per connection (a restart may change them)."""
+        facts = self._facts
+        if facts is None:
+            def read(conn):
+                return conn.getCapabilities(), conn.getVersion()
+            caps, version = self._call("read the capabilities of", self.uri, read)
+            host_arch, runnable = capability_arches(caps)
+            facts = self._facts = _HostFacts(host_arch, frozenset(runnable), version)
+        return facts
+
+    def _guest_arch(self, properties: dict[str, str]) -> str:
+        facts = self._host_facts()
+        host_arch, runnable = facts.arch, facts.runnable_arches
+        arch = properties.get("arch") or host_arch
+        if arch not in runnable:
+            raise InvalidParameter(
+                f"architecture {arch!r} of the image cannot run on this host, which runs "
+                f"{', '.join(sorted(runnable)) or 'nothing'}: use an image for one of those")
+        return arch
+
+    def _domain_xml(self, instance: Instance, directory: str, nics: list[NIC],
+                    block_devices: list[BlockDevice], arch: str,
+                    machine: str | None = None) -> str:
+        version = self._host_facts().hypervisor_version
+        root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
+        domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
+                              version, arch=arch, machine=machine)
+        return with_console_log(domain, os.path.join(directory, CONSOLE_LOG)).to_xml()
+
+    def _make_disks(self, directory: str, base: str, instance: Instance, undo: _Undo) -> None:
+        os.makedirs(self.conf.instances_path, exist_ok=True)
+        os.mkdir(directory, 0o750)  # an existing directory is not ours to remove
+        undo.push(f"directory {directory}", lambda: remove_quietly(directory))
+        size = instance.flavor.root_gb * GIB or None
+        images.create_cow_image(base, os.path.join(directory, DISK_NAME), size,
+                                backing_format="raw")
+        # Created now so that it belongs to us and the guest's log appends to it.
+        with open(os.path.join(directory, CONSOLE_LOG), "x"):
+            pass
+
+    # -- stop and remove ----------------------------------------------------
+
+    def destroy(self, instance: Instance, destroy_disks: bool = True) -> None:
+        directory = self._instance_dir(instance)
+        with contextlib.suppress(InstanceNotFound):
+            self._stop(instance.name, self.conf.libvirt.shutdown_timeout)
+            self._undefine(instance.name)
+        if destroy_disks:
+            remove_quietly(directory)
+
+    def power_off(self, instance: Instance, timeout: int | None = None) -> None:
+        self._check_name(instance)
+        self._stop(instance.name,
+                   self.conf.libvirt.shutdown_timeout if timeout is None else timeout)
+
+    def _stop(self, name: str, timeout: float) -> None:
+        """ACPI shutdown, re-sent every retry interval, then destroy at the deadline."""
+        retry = self.conf.libvirt.shutdown_retry_interval
+        deadline = time.monotonic() + timeout
+        next_request = 0.0
+        while True:
+            state = self._state(name)
+            if state not in (PowerState.RUNNING, PowerState.BLOCKED, PowerState.SHUTDOWN):
+                break  # off already, or paused/crashed: ACPI cannot reach it
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_request:
+                self._ignoring_not_running(name, "shut down", lambda dom: dom.shutdown())
+                next_request = now + retry
+            time.sleep(POLL_INTERVAL)
+        self._hard_stop(name)
+
+    def _hard_stop(self, name: str) -> None:
+        self._ignoring_not_running(name, "destroy", lambda dom: dom.destroy())
+
+    def _ignoring_not_running(self, name: str, action: str,
+                              fn: Callable[[libvirt.virDomain], object]) -> None:
+        with contextlib.suppress(InvalidState):
+            self._with_domain(name, action, fn)
+
+    def _undefine(self, name: str) -> None:
+        def undefine(dom):
+            try:
+                dom.undefineFlags(UNDEFINE_FLAGS)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                              libvirt.VIR_ERR_INVALID_ARG):
+                    raise
+                # Older drivers know no NVRAM flag; the guest has no NVRAM there.
+                dom.undefineFlags(UNDEFINE_FLAGS & ~libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        with contextlib.suppress(InstanceNotFound):
+            self._with_domain(name, "undefine", undefine)
+
+    # -- power --------------------------------------------------------------
+
+    def reboot(self, instance: Instance, hard: bool = False) -> None:
+        self._check_name(instance)
+        if not hard and self._state(instance.name) is PowerState.RUNNING:
+            if self._soft_reboot(instance.name):
+                return
+            LOG.warning("soft reboot of %s was not seen within %d s: rebooting hard",
+                        instance.name, self.conf.libvirt.wait_soft_reboot_seconds)
+        self._hard_reboot(instance.name)
+
+    def _soft_reboot(self, name: str) -> bool:
+        """Shut down, see the guest go down, start it again; False if it did not go down."""
+        self._with_domain(name, "shut down", lambda dom: dom.shutdown())
+        try:
+            self._wait_for(name, {PowerState.SHUTOFF, PowerState.CRASHED},
+                           self.conf.libvirt.wait_soft_reboot_seconds)
+        except Timeout:
+            return False
+        self._with_domain(name, "start", lambda dom: dom.create())
+        self._wait_for(name, {PowerState.RUNNING}, START_TIMEOUT)
+        return True
+
+    def _hard_reboot(self, name: str) -> None:
+        """Destroy keeping the disks, define the domain again from its metadata, start."""
+        self._hard_stop(name)
+        domain = self._definition(name)
+        instance = instance_from_domain(domain)
+        disks = [BlockDevice(path=d.source, fmt=d.driver_type or "raw", bus=d.target_bus,
+                             readonly=d.readonly, device_type=d.device)
+                 for d in domain.devices_of(Disk) if d.source]
+        directory = os.path.dirname(disks[0].path)
+        xml = self._domain_xml(instance, directory, list(instance.nics), disks[1:],
+                               domain.os.arch or "x86_64", machine=domain.os.machine)
+        self._call("define", name, lambda conn: conn.defineXML(xml))
+        self._with_domain(name, "start", lambda dom: dom.create())
+        self._wait_for(name, {PowerState.RUNNING}, START_TIMEOUT)
+
+    def power_on(self, instance: Instance) -> None:
+        self._check_name(instance)
+        if self._state(instance.name) in (PowerState.SHUTOFF, PowerState.SUSPENDED,
+                                          PowerState.CRASHED):
+            self._with_domain(instance.name, "start", lambda dom: dom.create())
+
+    def pause(self, instance: Instance) -> None:
+        self._require(instance, {PowerState.RUNNING}, "pause")
+        self._with_domain(instance.name, "pause", lambda dom: dom.suspend())
+
+    def unpause(self, instance: Instance) -> None:
+        self._require(instance, {PowerState.PAUSED}, "unpause")
+        self._with_domain(instance.name, "unpause", lambda dom: dom.resume())
+
+    def suspend(self, instance: Instance) -> None:
+        self._require(instance, {PowerState.RUNNING, PowerState.PAUSED}, "suspend")
+        self._with_domain(instance.name, "suspend", lambda dom: dom.managedSave())
+
+    def resume(self, instance: Instance) -> None:
+        self._require(instance, {PowerState.SUSPENDED}, "resume")
+        self._with_domain(instance.name, "resume", lambda dom: dom.create())
+
+    def _require(self, instance: Instance, states: set[PowerState], action: str) -> None:
+        self._check_name(instance)
+        state = self._state(instance.name)
+        if state not in states:
+            raise InvalidState(
+                f"cannot {action} instance {instance.name!r} while it is {state.value}: "
+                f"it must be {' or '.join(sorted(s.value for s in states))}")
+
+    # -- information --------------------------------------------------------
+
+    def get_info(self, instance: Instance) -> InstanceInfo:
+        self._check_name(instance)
+
+        def read(dom):
+            return dom.info(), dom.ID(), bool(dom.hasManagedSaveImage())
+
+        (state, max_mem, mem, vcpus, cpu_time), dom_id, saved = self._with_domain(
+            instance.name, "read the state of", read)
+        return InstanceInfo(state=power_state(state, saved), max_mem_kb=max_mem, mem_kb=mem,
+                            num_cpu=vcpus, cpu_time_ns=cpu_time,
+                            id=dom_id if dom_id >= 0 else None)
+
+    def instance_exists(self, instance: Instance) -> bool:
+        self._check_name(instance)
+        try:
+            self._with_domain(instance.name, "look up", lambda dom: dom.name())
+        except InstanceNotFound:
+            return False
+        return True
+
+    def get_instance(self, name: str) -> Instance:
+        """Rebuild the Instance of a defined domain from its metadata (for the CLI)."""
+        check_instance_name(name, "instance name")
+        return instance_from_domain(self._definition(name))
+
+    def get_console_output(self, instance: Instance) -> str:
+        path = os.path.join(self._instance_dir(instance), CONSOLE_LOG)
+        limit = self.conf.libvirt.console_log_max_bytes
+        try:
+            with open(path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+                return f.read(limit).decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            if not self.instance_exists(instance):
+                raise InstanceNotFound(f"instance {instance.name!r} is not on this host: "
+                                       "see list_instances") from None
+            return ""
+
+    def get_console_command(self, instance: Instance) -> list[str]:
+        self._check_name(instance)
+        return ["virsh", "-c", self.uri, "console", instance.name]
+
+    # -- images and migration -----------------------------------------------
+
+    def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
+                 compress: bool = False) -> None:
+        """Copy the root disk, with its whole chain, into the store as a new image.
+
+        A running or paused guest is managed-saved for the copy (QEMU holds a
+        write lock on its disks) and restored afterwards in the same state.
+        """
+        self._check_name(instance)
+        check_image_name(image_name, "snapshot image name")
+        if fmt not in SNAPSHOT_FORMATS:
+            raise InvalidParameter(f"snapshot format {fmt!r}: use qcow2 or raw")
+        if compress and fmt != "qcow2":
+            raise InvalidParameter("compress: only qcow2 snapshots can be compressed")
+        with contextlib.suppress(ImageNotFound):
+            self.store.get(image_name)
+            raise InvalidParameter(f"image {image_name!r} already exists: choose another name")
+        domain = self._definition(instance.name)
+        root = next((d for d in domain.devices_of(Disk) if d.device == "disk" and d.source),
+                    None)
+        if root is None:
+            raise InvalidState(f"instance {instance.name!r} has no root disk to snapshot")
+        state = self._state(instance.name)
+        saved = state in (PowerState.RUNNING, PowerState.PAUSED)
+        if saved:
+            self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
+        try:
+            self._export(root, image_name, fmt, compress, domain.os.arch)
+        finally:
+            if saved:
+                self._with_domain(instance.name, "restore", lambda dom: dom.create())
+                # QEMU restores a paused guest paused; not every driver does.
+                if state is PowerState.PAUSED \
+                        and self._state(instance.name) is PowerState.RUNNING:
+                    self._with_domain(instance.name, "pause", lambda dom: dom.suspend())
+
+    def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
+                arch: str | None) -> None:
+        os.makedirs(self.store.directory, exist_ok=True)
+        filename = f"{image_name}.img"
+        target = os.path.join(self.store.directory, filename)
+        if os.path.exists(target):
+            raise InvalidParameter(f"image file {target} already exists: choose another name")
+        images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
+                                compress=compress)
+        try:
+            self.store.register(image_name, fmt, images.get_disk_size(target, fmt),
+                                {"arch": arch} if arch else {}, filename=filename)
+        except BaseException:
+            remove_quietly(target)
+            raise
+
+    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
+        """Peer-to-peer (live) migration to the libvirt URI `dest`.
+
+        The disks must be reachable at the same paths on the destination
+        (shared instances_path and image cache).
+        """
+        self._check_name(instance)
+        if not isinstance(dest, str) or "://" not in dest or any(c.isspace() for c in dest):
+            raise InvalidParameter(f"destination {dest!r}: use a libvirt URI such as "
+                                   "qemu+ssh://host/system")
+        flags = migration_flags(live)
+        try:
+            self._with_domain(instance.name, "migrate",
+                              lambda dom: dom.migrateToURI(dest, flags, None, 0))
+        except HypervisorError as e:
+            raise HypervisorError(f"{e}; check that {dest} is reachable from this host's "
+                                  "libvirtd and runs the same hypervisor") from None
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _instance_dir(self, instance: Instance) -> str:
+        self._check_name(instance)
+        try:
+            uuid = str(uuidlib.UUID(instance.uuid))
+        except (ValueError, TypeError, AttributeError):
+            raise InvalidParameter(f"instance uuid {instance.uuid!r}: use a UUID") from None
+        return os.path.join(self.conf.instances_path, uuid)
+
+    @staticmethod
+    def _check_name(instance: Instance) -> None:
+        check_instance_name(instance.name, "instance name")
+
+    def _state(self, name: str) -> PowerState:
+        def read(dom):
+            return power_state(dom.state()[0], bool(dom.hasManagedSaveImage()))
+        return self._with_domain(name, "read the state of", read)
+
+    def _definition(self, name: str) -> Domain:
+        """The persistent definition (not the live one, which libvirt decorates)."""
+        return Domain.from_xml(self._with_domain(
+            name, "read the definition of",
+            lambda dom: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+
+    def _wait_for(self, name: str, states: set[PowerState], timeout: float) -> PowerState:
+        deadline = time.monotonic() + timeout
+        while (state := self._state(name)) not in states:
+            if time.monotonic() >= deadline:
+                raise Timeout(f"instance {name!r} is {state.value} after {timeout:g} s, "
+                              f"not {' or '.join(sorted(s.value for s in states))}")
+            time.sleep(POLL_INTERVAL)
+        return state
+
+    def _call(self, action: str, name: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+        try:
+            return self._connection.call(fn)
+        except libvirt.libvirtError as e:
+            raise _translate(e, action, name) from None
+
+    def _with_domain(self, name: str, action: str,
+                     fn: Callable[[libvirt.virDomain], T]) -> T:
+        return self._call(action, name, lambda conn: fn(conn.lookupByName(name)))
+
+
+def _translate(error: libvirt.libvirtError, action: str, name: str) -> VirtError:
+    code, message = error.get_error_code(), error.get_error_message()
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return InstanceNotFound(f"instance {name!r} is not defined on this host: "
+                                "see list_instances")
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        return InvalidState(f"cannot {action} {name}: {message}")
+    return HypervisorError(f"cannot {action} {name}: {message}")
+
+
+def _is_ours(dom: libvirt.virDomain) -> bool:
+    """True for a domain carrying the project's metadata element."""
+    try:
+        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+    except libvirt.libvirtError:
+        return False  # no such element, or the domain is gone meanwhile
+    return True
+
+
+def _disk_usage_gb(path: str) -> tuple[float | None, float | None, float | None]:
+    """Size, free and used space of the filesystem holding `path` (or its nearest parent)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or "/")
+    except OSError:
+        return None, None, None
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    return round(total / GIB, 2), round(free / GIB, 2), round((total - free) / GIB, 2)

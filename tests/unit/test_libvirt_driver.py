@@ -1,0 +1,372 @@
+"""LibvirtDriver against libvirt's test:///default driver, real qemu-img and real files.
+
+The test driver defines, starts, saves and stops domains without running
+them, so everything but the guest itself is exercised here; the guest's view
+is checked in tests/functional/test_libvirt_driver.py.
+"""
+
+import os
+import queue
+
+import libvirt
+import pytest
+
+from backends.libvirt.driver import (
+    LibvirtDriver,
+    capability_arches,
+    migration_flags,
+    power_state,
+)
+from virt import images
+from virt.conf import make_conf
+from virt.domain import Disk, Domain, Serial
+from virt.errors import (
+    HypervisorError,
+    InstanceExists,
+    InstanceNotFound,
+    InvalidParameter,
+    InvalidState,
+    SpawnError,
+)
+from virt.imagestore import LocalImageStore
+from virt.objects import NIC, Flavor, Instance, PowerState
+
+TEST_URI = "test:///default"
+# The domain test:///default comes with; its uuid is taken.
+BUILTIN_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+
+@pytest.fixture
+def conf(tmp_path):
+    return make_conf(virt_type="qemu", state_path=str(tmp_path),
+                     libvirt__connection_uri=TEST_URI, libvirt__shutdown_timeout=2,
+                     libvirt__shutdown_retry_interval=1, libvirt__wait_soft_reboot_seconds=2,
+                     libvirt__console_log_max_bytes=1024, libvirt__reconnect_max_backoff=1)
+
+
+@pytest.fixture
+def store(conf, tmp_path):
+    store = LocalImageStore.from_conf(conf)
+    raw = tmp_path / "tiny.raw"
+    images.create_image("raw", str(raw), "1M")
+    store.import_image("tiny", str(raw), "raw")
+    return store
+
+
+@pytest.fixture
+def driver(conf, store):
+    driver = LibvirtDriver(conf, event_stop_delay=0.1)
+    driver.init_host("localhost")
+    yield driver
+    for name in driver.list_instances():
+        driver.destroy(driver.get_instance(name))
+    driver.close()
+
+
+def _instance(name="unit-vm", **kwargs):
+    kwargs.setdefault("flavor", Flavor(memory_mb=128, vcpus=2, root_gb=1, name="small"))
+    return Instance(name=name, image="tiny", nics=(NIC(mac="52:54:00:00:00:01"),), **kwargs)
+
+
+def _left_behind(conf, driver, name):
+    """Everything a spawn could have left: instance files and the definition."""
+    files = sorted(os.listdir(conf.instances_path)) if os.path.isdir(conf.instances_path) \
+        else []
+    return files, name in driver.list_instances() or _defined(name)
+
+
+def _defined(name):
+    conn = libvirt.open(TEST_URI)
+    try:
+        return name in [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+# -- pure helpers --------------------------------------------------------------
+
+def test_migration_flags():
+    live = migration_flags(live=True)
+    for flag in (libvirt.VIR_MIGRATE_LIVE, libvirt.VIR_MIGRATE_PEER2PEER,
+                 libvirt.VIR_MIGRATE_PERSIST_DEST, libvirt.VIR_MIGRATE_UNDEFINE_SOURCE):
+        assert live & flag
+    assert not migration_flags(live=False) & libvirt.VIR_MIGRATE_LIVE
+    assert migration_flags(live=False) & libvirt.VIR_MIGRATE_PEER2PEER
+
+
+@pytest.mark.parametrize("state, saved, expected", [
+    (libvirt.VIR_DOMAIN_RUNNING, False, PowerState.RUNNING),
+    (libvirt.VIR_DOMAIN_PAUSED, False, PowerState.PAUSED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, False, PowerState.SHUTOFF),
+    (libvirt.VIR_DOMAIN_SHUTOFF, True, PowerState.SUSPENDED),
+    (libvirt.VIR_DOMAIN_PMSUSPENDED, False, PowerState.SUSPENDED),
+    (libvirt.VIR_DOMAIN_CRASHED, False, PowerState.CRASHED),
+    (99, False, PowerState.NOSTATE),
+])
+def test_power_state(state, saved, expected):
+    assert power_state(state, saved) is expected
+
+
+def test_capability_arches_of_the_test_driver():
+    conn = libvirt.open(TEST_URI)
+    try:
+        host, runnable = capability_arches(conn.getCapabilities())
+    finally:
+        conn.close()
+    assert host == "i686" and runnable == {"i686"}
+
+
+def test_uri_follows_virt_type(tmp_path):
+    assert LibvirtDriver(make_conf(virt_type="qemu", state_path=str(tmp_path))).uri \
+        == "qemu:///system"
+    assert LibvirtDriver(make_conf(virt_type="lxc", state_path=str(tmp_path))).uri == "lxc:///"
+
+
+# -- spawn -------------------------------------------------------------------
+
+def test_spawn_builds_overlay_log_and_running_domain(driver, conf, store):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    directory = os.path.join(conf.instances_path, instance.uuid)
+    assert sorted(os.listdir(directory)) == ["console.log", "disk"]
+    overlay = images.info(os.path.join(directory, "disk"), "qcow2")
+    assert overlay.virtual_size == 1 << 30
+    assert overlay.backing_format == "raw"
+    assert overlay.backing_file == driver.cache.base_path(store.get("tiny"))
+    info = driver.get_info(instance)
+    assert info.state is PowerState.RUNNING and info.num_cpu == 2
+    assert info.max_mem_kb == 128 * 1024 and info.id is not None
+    assert driver.list_instances() == [instance.name]
+    assert driver.instance_exists(instance)
+    rebuilt = driver.get_instance(instance.name)
+    assert (rebuilt.uuid, rebuilt.flavor, rebuilt.image, rebuilt.nics[0].mac) == \
+        (instance.uuid, instance.flavor, "tiny", "52:54:00:00:00:01")
+
+
+def test_describe_spawn_creates_nothing_and_matches_spawn(driver, conf):
+    instance = _instance()
+    xml = driver.describe_spawn(instance, "tiny")
+    assert _left_behind(conf, driver, instance.name) == ([], False)
+    assert f"<vd:uuid>{instance.uuid}</vd:uuid>" in xml
+    assert os.path.join(conf.instances_path, instance.uuid, "console.log") in xml
+    assert 'append="on"' in xml
+    driver.spawn(instance, "tiny")
+    described = Domain.from_xml(xml)
+    conn = libvirt.open(TEST_URI)
+    try:
+        defined = Domain.from_xml(conn.lookupByName(instance.name).XMLDesc(
+            libvirt.VIR_DOMAIN_XML_INACTIVE))
+    finally:
+        conn.close()
+    # libvirt adds its defaults (addresses, target names); ours must all be there.
+    assert defined.metadata == described.metadata
+    assert [d.source for d in defined.devices_of(Disk)] == \
+        [d.source for d in described.devices_of(Disk)]
+    assert defined.devices_of(Serial)[0].extra == described.devices_of(Serial)[0].extra
+
+
+def test_spawn_of_a_defined_name_is_refused_and_keeps_the_first(driver, conf):
+    first = _instance()
+    driver.spawn(first, "tiny")
+    with pytest.raises(InstanceExists):
+        driver.spawn(_instance(), "tiny")
+    assert os.listdir(conf.instances_path) == [first.uuid]
+    assert driver.get_info(first).state is PowerState.RUNNING
+
+
+@pytest.mark.parametrize("case, step, message", [
+    ("missing image", "image", "not in the store"),
+    ("image larger than flavor", "image", "root_gb >= 2"),
+    ("foreign arch", "image", "'aarch64'"),
+    ("bad nic model", "xml", r"nics\[0\]\.model"),
+    ("uuid taken", "define", BUILTIN_UUID),
+])
+def test_failed_spawn_leaves_nothing(driver, conf, store, tmp_path, case, step, message):
+    instance = _instance()
+    image = "tiny"
+    nics = ()
+    if case == "missing image":
+        image = "no-such-image"
+    elif case == "image larger than flavor":
+        big = tmp_path / "big.raw"
+        images.create_image("raw", str(big), "1536M")
+        store.import_image("big", str(big), "raw")
+        image = "big"
+    elif case == "foreign arch":
+        raw = tmp_path / "arm.raw"
+        images.create_image("raw", str(raw), "1M")
+        store.import_image("arm", str(raw), "raw", {"arch": "aarch64"})
+        image = "arm"
+    elif case == "bad nic model":
+        nics = (NIC(mac="52:54:00:00:00:02", model="tulip"),)
+    elif case == "uuid taken":
+        instance = _instance(uuid=BUILTIN_UUID)
+    with pytest.raises(SpawnError, match=message) as exc:
+        driver.spawn(instance, image, nics=nics)
+    assert exc.value.step == step
+    assert _left_behind(conf, driver, instance.name) == ([], False)
+
+
+def test_spawn_refuses_bad_names_before_anything(driver, conf):
+    with pytest.raises(InvalidParameter, match="instance name"):
+        driver.spawn(_instance(name="../evil"), "tiny")
+    with pytest.raises(InvalidParameter, match="uuid"):
+        driver.spawn(_instance(uuid="../../etc"), "tiny")
+    assert _left_behind(conf, driver, "evil") == ([], False)
+
+
+# -- destroy -----------------------------------------------------------------
+
+def test_destroy_removes_everything_and_is_idempotent(driver, conf):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    driver.destroy(instance)
+    assert _left_behind(conf, driver, instance.name) == ([], False)
+    driver.destroy(instance)
+    with pytest.raises(InstanceNotFound):
+        driver.get_info(instance)
+
+
+def test_destroy_can_keep_disks(driver, conf):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    driver.suspend(instance)  # a managed-save image must not block the undefine
+    driver.destroy(instance, destroy_disks=False)
+    assert not _defined(instance.name)
+    assert sorted(os.listdir(os.path.join(conf.instances_path, instance.uuid))) == \
+        ["console.log", "disk"]
+
+
+# -- power -------------------------------------------------------------------
+
+def test_power_transitions(driver):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+
+    def state():
+        return driver.get_info(instance).state
+
+    driver.pause(instance)
+    assert state() is PowerState.PAUSED
+    with pytest.raises(InvalidState, match="must be running"):
+        driver.pause(instance)
+    driver.unpause(instance)
+    assert state() is PowerState.RUNNING
+    driver.suspend(instance)
+    assert state() is PowerState.SUSPENDED
+    with pytest.raises(InvalidState, match="must be paused"):
+        driver.unpause(instance)
+    driver.resume(instance)
+    assert state() is PowerState.RUNNING
+    driver.power_off(instance, timeout=1)
+    assert state() is PowerState.SHUTOFF
+    driver.power_off(instance)  # already off: nothing to do
+    with pytest.raises(InvalidState):
+        driver.resume(instance)
+    driver.power_on(instance)
+    assert state() is PowerState.RUNNING
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_reboot_starts_a_new_domain(driver, hard):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    before = driver.get_info(instance).id
+    driver.reboot(instance, hard=hard)
+    info = driver.get_info(instance)
+    assert info.state is PowerState.RUNNING and info.id != before
+    assert driver.get_instance(instance.name).flavor == instance.flavor
+
+
+def test_reboot_of_a_stopped_instance_starts_it(driver):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    driver.power_off(instance)
+    driver.reboot(instance)
+    assert driver.get_info(instance).state is PowerState.RUNNING
+
+
+def test_operations_on_a_missing_instance(driver):
+    ghost = _instance(name="ghost")
+    assert not driver.instance_exists(ghost)
+    for operation in (driver.get_info, driver.pause, driver.power_on, driver.reboot,
+                      driver.get_console_output):
+        with pytest.raises(InstanceNotFound, match="ghost"):
+            operation(ghost)
+
+
+# -- events --------------------------------------------------------------------
+
+def test_lifecycle_events_reach_the_listener(driver):
+    got = queue.SimpleQueue()
+    driver.register_event_listener(lambda name, state: got.put((name, state)))
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    driver.pause(instance)
+    seen = []
+    while ("unit-vm", "paused") not in seen:
+        seen.append(got.get(timeout=5))
+    assert ("unit-vm", "running") in seen
+
+
+# -- host and console ------------------------------------------------------------
+
+def test_host_info(driver, conf):
+    host = driver.get_host_info()
+    assert host.backend == "libvirt" and host.hypervisor_type == "test"
+    assert host.arch == "i686" and host.memory_dom0 is None
+    assert host.cpu_total == 16 and host.cpu_nodes == 2 and host.cpu_sockets == 4
+    assert isinstance(host.hypervisor_version, int)
+    assert 0 < host.memory_free <= host.memory_total
+    assert host.disk_total_gb > 0 and host.disk_free_gb <= host.disk_total_gb
+
+
+def test_console_output_is_the_bounded_tail(driver, conf):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    assert driver.get_console_output(instance) == ""
+    log = os.path.join(conf.instances_path, instance.uuid, "console.log")
+    with open(log, "w") as f:
+        f.write("old line\n" * 500 + "VIRT-DEMO last\n")
+    out = driver.get_console_output(instance)
+    assert len(out) == 1024 and out.endswith("VIRT-DEMO last\n")
+    assert driver.get_console_command(instance) == \
+        ["virsh", "-c", TEST_URI, "console", "unit-vm"]
+
+
+# -- snapshot and migrate ---------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, compress", [("qcow2", True), ("raw", False)])
+def test_snapshot_goes_to_the_store_and_keeps_the_guest_state(driver, store, fmt, compress):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    driver.pause(instance)
+    driver.snapshot(instance, "snap", fmt=fmt, compress=compress)
+    image = store.get("snap")
+    assert image.format == fmt and image.properties == {"arch": "i686"}
+    assert images.info(image.path, fmt).backing_file is None
+    assert image.virtual_size == 1 << 30
+    assert driver.get_info(instance).state is PowerState.PAUSED
+
+
+def test_snapshot_refusals_leave_the_store_alone(driver, store):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    with pytest.raises(InvalidParameter, match="already exists"):
+        driver.snapshot(instance, "tiny")
+    with pytest.raises(InvalidParameter, match="qcow2 or raw"):
+        driver.snapshot(instance, "snap", fmt="vmdk")
+    with pytest.raises(InvalidParameter, match="compressed"):
+        driver.snapshot(instance, "snap", fmt="raw", compress=True)
+    assert [i.name for i in store.list()] == ["tiny"]
+    assert driver.get_info(instance).state is PowerState.RUNNING
+
+
+def test_migrate_errors_are_clear(driver):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    with pytest.raises(InvalidParameter, match="libvirt URI"):
+        driver.migrate(instance, "elsewhere")
+    with pytest.raises(HypervisorError, match="reachable"):
+        driver.migrate(instance, "test:///default")
+    assert driver.get_info(instance).state is PowerState.RUNNING
