@@ -47,6 +47,9 @@ LIBVIRT_OPTS = [
                     "domain is destroyed."),
     cfg.IntOpt("shutdown_retry_interval", default=10, min=1,
                help="Seconds between repeated ACPI shutdown requests."),
+    cfg.FloatOpt("event_stop_delay", default=2.0, min=0,
+                 help="Seconds a STOPPED lifecycle event is held back, so that a "
+                      "reboot (stop, then start) is not reported as a stop."),
     cfg.IntOpt("console_log_max_bytes", default=100 * 1024, min=1024,
                help="Largest tail of the console log returned to a caller."),
 ]

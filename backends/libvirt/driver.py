@@ -21,7 +21,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt.connection import Connection, uri_for
+from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.domain import METADATA_NS, Disk, Domain, RawXML, Serial
 from virt.driver import ComputeDriver
@@ -77,12 +77,20 @@ def migration_flags(live: bool = True) -> int:
     return flags | libvirt.VIR_MIGRATE_LIVE if live else flags
 
 
+_CAPS_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
 def capability_arches(capabilities_xml: str) -> tuple[str, set[str]]:
     """(host arch, guest arches the host can run) from getCapabilities()."""
-    root = etree.fromstring(capabilities_xml.encode(),
-                            etree.XMLParser(resolve_entities=False, no_network=True))
+    root = etree.fromstring(capabilities_xml.encode(), _CAPS_PARSER)
     host_arch = root.findtext("host/cpu/arch") or ""
     return host_arch, {arch.get("name") for arch in root.iterfind("guest/arch")}
+
+
+def domain_types(capabilities_xml: str) -> set[str]:
+    """Domain types (kvm, qemu, xen, ...) the host's capabilities offer."""
+    root = etree.fromstring(capabilities_xml.encode(), _CAPS_PARSER)
+    return {d.get("type") for d in root.iterfind("guest/arch/domain")}
 
 
 def power_state(state: int, has_managed_save: bool = False) -> PowerState:
@@ -133,8 +141,10 @@ class LibvirtDriver(ComputeDriver):
 
     name = "libvirt"
 
-    def __init__(self, conf, *, event_stop_delay: float = 2.0):
+    def __init__(self, conf, *, event_stop_delay: float | None = None):
         super().__init__(conf)
+        if event_stop_delay is None:
+            event_stop_delay = conf.libvirt.event_stop_delay
         self.virt_type = conf.virt_type
         self.uri = uri_for(conf.virt_type, conf.libvirt.connection_uri)
         lv = conf.libvirt
@@ -146,6 +156,26 @@ class LibvirtDriver(ComputeDriver):
         self._connection.add_resync(self._resync)
         self.store = LocalImageStore.from_conf(conf)
         self.cache = ImageCache.from_conf(conf)
+
+    @classmethod
+    def unavailable_reason(cls, conf) -> str | None:
+        """None when libvirtd answers at the URI and offers conf.virt_type guests."""
+        uri = uri_for(conf.virt_type, conf.libvirt.connection_uri)
+        start_event_loop()  # also silences libvirt's own printing of errors
+        try:
+            conn = libvirt.openReadOnly(uri)
+        except libvirt.libvirtError as exc:
+            return f"cannot connect to {uri}: {exc.get_error_message()}"
+        try:
+            offered = domain_types(conn.getCapabilities())
+        except libvirt.libvirtError as exc:
+            return f"cannot read the capabilities of {uri}: {exc.get_error_message()}"
+        finally:
+            conn.close()
+        if conf.virt_type not in offered:
+            return (f"{uri} does not offer {conf.virt_type} guests "
+                    f"(it offers: {', '.join(sorted(offered)) or 'none'})")
+        return None
 
     # -- host ---------------------------------------------------------------
 
