@@ -419,13 +419,18 @@ class Graphics:
 
 @dataclass(slots=True)
 class _CharDevice:
-    """<serial> or <console> of type pty or file (path: the log file or pty)."""
+    """<serial> or <console> of type pty or file (path: the log file or pty).
+
+    log_file: <log file=... append='on'>, a copy of the output that survives
+    restarts (libvirt truncates a file-type device's path at every start).
+    """
 
     TAG = ""
     type: str = "pty"
     path: str | None = None
     target_type: str | None = None
     target_port: int | None = None
+    log_file: str | None = None
     extra: list[RawXML] = field(default_factory=list)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
@@ -433,6 +438,8 @@ class _CharDevice:
                 else etree.SubElement(parent, self.TAG, type=self.type))
         if self.path is not None:
             etree.SubElement(root, "source", path=self.path)
+        if self.log_file is not None:
+            etree.SubElement(root, "log", file=self.log_file, append="on")
         if self.target_type is not None or self.target_port is not None:
             target = etree.SubElement(root, "target")
             if self.target_type is not None:
@@ -455,6 +462,8 @@ class _CharDevice:
             elif child.tag == "target":
                 char.target_type = child.get("type")
                 char.target_port = _int(child.get("port"), f"{cls.TAG} target port")
+            elif child.tag == "log" and child.get("append") == "on":
+                char.log_file = child.get("file")
             else:
                 char.extra.append(RawXML.from_element(child))
         return char

@@ -287,8 +287,9 @@ def _consoles(shape: _Shape, console_log: str | None) -> list[Device]:
         return [Serial(type="pty", target_port=0),
                 Console(type="pty", target_type="serial", target_port=0)]
     check_absolute_path(console_log, "console_log")
-    return [Serial(type="file", path=console_log, target_port=0),
-            Console(type="file", path=console_log, target_type="serial", target_port=0)]
+    # A pty logged to the file: `virsh console` still works and the log keeps every boot.
+    return [Serial(type="pty", log_file=console_log, target_port=0),
+            Console(type="pty", target_type="serial", target_port=0)]
 
 
 def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> list[Device]:

@@ -23,7 +23,7 @@ from lxml import etree
 
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
-from virt.domain import METADATA_NS, Disk, Domain, RawXML, Serial
+from virt.domain import METADATA_NS, Disk, Domain
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
@@ -98,18 +98,6 @@ def power_state(state: int, has_managed_save: bool = False) -> PowerState:
     if state == libvirt.VIR_DOMAIN_SHUTOFF and has_managed_save:
         return PowerState.SUSPENDED
     return _STATES.get(state, PowerState.NOSTATE)
-
-
-def with_console_log(domain: Domain, path: str) -> Domain:
-    """Log the first serial port to `path`, appending: the log must survive reboots.
-
-    libvirt truncates a file-type serial at every start; a pty serial with a
-    <log append='on'> keeps both `virsh console` and the whole history.
-    """
-    log = etree.Element("log", file=path, append="on")
-    for serial in domain.devices_of(Serial)[:1]:
-        serial.extra.append(RawXML.from_element(log))
-    return domain
 
 
 @dataclass(frozen=True)
@@ -307,8 +295,9 @@ class LibvirtDriver(ComputeDriver):
         version = self._host_facts().hypervisor_version
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
-                              version, arch=arch, machine=machine)
-        return with_console_log(domain, os.path.join(directory, CONSOLE_LOG)).to_xml()
+                              version, arch=arch, machine=machine,
+                              console_log=os.path.join(directory, CONSOLE_LOG))
+        return domain.to_xml()
 
     def _make_disks(self, directory: str, base: str, instance: Instance, undo: _Undo) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)

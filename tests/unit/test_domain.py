@@ -131,6 +131,7 @@ ELEMENTS = [
     Graphics(), Graphics(listen="::1", port=5900, autoport=False, passwd="pw"),
     Graphics(autoport=True, port=-1),
     Serial(), Serial(type="file", path="/log", target_port=1),
+    Serial(type="pty", log_file="/var/log/vd/console.log", target_port=0),
     Console(type="pty", target_type="xen", target_port=0),
     Console(type="file", path="/log", target_type="serial"),
     Input(), Input(type="mouse", bus="ps2"), Input(type="keyboard", bus=None),

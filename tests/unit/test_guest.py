@@ -125,7 +125,7 @@ def test_kvm_matrix_details():
     assert [(i.type, i.source, i.model) for i in domain.devices_of(Interface)] == [
         ("bridge", "br0", "virtio"), ("network", "default", "e1000")]
     assert domain.features.acpi and domain.os.boot_devices == ["hd"]
-    assert domain.devices_of(Serial)[0].path.endswith("/console.log")
+    assert domain.devices_of(Serial)[0].log_file.endswith("/console.log")
     assert domain.devices_of(Console)[0].target_type == "serial"
     assert domain.devices_of(Graphics)[0].passwd == "pass&<>"
 

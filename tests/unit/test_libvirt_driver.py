@@ -162,7 +162,7 @@ def test_describe_spawn_creates_nothing_and_matches_spawn(driver, conf):
     assert defined.metadata == described.metadata
     assert [d.source for d in defined.devices_of(Disk)] == \
         [d.source for d in described.devices_of(Disk)]
-    assert defined.devices_of(Serial)[0].extra == described.devices_of(Serial)[0].extra
+    assert defined.devices_of(Serial)[0].log_file == described.devices_of(Serial)[0].log_file
 
 
 def test_spawn_of_a_defined_name_is_refused_and_keeps_the_first(driver, conf):
