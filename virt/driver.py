@@ -110,17 +110,32 @@ class ComputeDriver(abc.ABC):
         """callback(instance_name, event) with event one of PowerState values."""
 
 
-def backend_classes() -> dict[str, type[ComputeDriver]]:
-    """Installed backends by name, from the virt.backends entry points."""
-    return {ep.name: ep.load() for ep in entry_points(group=BACKEND_GROUP)}
+class _InstalledBackends:
+    """The virt.backends entry points, each imported only when asked for."""
+
+    def __init__(self):
+        self._points = {ep.name: ep for ep in entry_points(group=BACKEND_GROUP)}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._points
+
+    def get(self, name: str) -> type[ComputeDriver] | None:
+        return self._points[name].load() if name in self._points else None
+
+    def __getitem__(self, name: str) -> type[ComputeDriver]:
+        return self._points[name].load()
+
+    def __iter__(self):
+        return iter(self._points)
 
 
-def load_driver(conf, backends: dict[str, type[ComputeDriver]] | None = None) -> ComputeDriver:
+def load_driver(conf, backends=None) -> ComputeDriver:
     """The driver for this host: the configured backend, or with 'auto' the first that serves.
 
     auto: libvirt; for virt_type xen, the xm backend when libvirt cannot serve it.
+    backends: name -> driver class (default: the installed entry points).
     """
-    backends = backend_classes() if backends is None else backends
+    backends = _InstalledBackends() if backends is None else backends
     if conf.backend != "auto":
         if conf.backend not in backends:
             raise BackendUnavailable(f"backend {conf.backend!r} is not installed: "
@@ -133,7 +148,7 @@ def load_driver(conf, backends: dict[str, type[ComputeDriver]] | None = None) ->
         reason = "not installed" if cls is None else cls.unavailable_reason(conf)
         if reason is None:
             driver = cls(conf)
-            driver.selection_reason = ("auto: " + "; ".join(refusals + [f"{name} serves"]))
+            driver.selection_reason = "auto: " + "; ".join(refusals + [f"{name} serves"])
             LOG.info("backend %s chosen (%s)", name, driver.selection_reason)
             return driver
         LOG.info("backend %s cannot serve virt_type %s: %s", name, conf.virt_type, reason)
