@@ -101,6 +101,7 @@ class InstanceMetadata:
     flavor: Flavor | None = None
     image: str | None = None
     kind: GuestKind | None = None
+    params: dict[str, str] = field(default_factory=dict)  # <vd:param name=...>value
     extra: list[RawXML] = field(default_factory=list)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
@@ -117,6 +118,8 @@ class InstanceMetadata:
             etree.SubElement(root, _MD + "image").text = self.image
         if self.kind is not None:
             etree.SubElement(root, _MD + "kind").text = self.kind.value
+        for key, value in sorted(self.params.items()):
+            etree.SubElement(root, _MD + "param", name=key).text = value
         if self.extra:
             _append_extra(root, self.extra)
         return root
@@ -141,6 +144,8 @@ class InstanceMetadata:
                     meta.kind = GuestKind(child.text)
                 except ValueError:
                     raise _parse_error(f"guest kind {child.text!r} is not hvm or pv") from None
+            elif tag == _MD + "param" and child.get("name"):
+                meta.params[child.get("name")] = child.text or ""
             else:
                 meta.extra.append(RawXML.from_element(child))
         return meta

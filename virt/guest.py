@@ -363,28 +363,35 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
         features=features,
         clock=Clock(offset="localtime" if params.get("use_localtime") else "utc"),
         on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
-        metadata=InstanceMetadata(instance_uuid=instance.uuid, flavor=flavor,
-                                  image=instance.image, kind=instance.kind),
+        metadata=InstanceMetadata(
+            instance_uuid=instance.uuid, flavor=flavor, image=instance.image,
+            kind=instance.kind,
+            # Readable by any libvirt client: the VNC password stays in <graphics>.
+            params={k: v for k, v in instance.params.items() if k != "vnc_password"}),
         devices=[*disk_elements, *interfaces, *consoles, *graphics])
 
 
 def instance_from_domain(domain: Domain) -> Instance:
     """Rebuild the Instance a domain was built from (e.g. after a restart).
 
-    Name, uuid, flavor, image and kind come from the project metadata, boot
-    params from <os>/<bootloader>, NICs from the interfaces. A domain without
+    Name, uuid, flavor, image, kind and params come from the project
+    metadata (boot params also from <os>/<bootloader>, the VNC password from
+    <graphics> when the XML was read securely), NICs from the interfaces. A domain without
     the metadata (not ours) is refused.
     """
     meta = domain.metadata
     if meta is None or meta.instance_uuid is None or meta.flavor is None:
         raise InvalidParameter(
             f"domain {domain.name!r}: no virt-driver metadata; it was not built by virt-driver")
-    params: dict[str, str] = {}
+    params = dict(meta.params)
     for key, value in (("kernel_path", domain.os.kernel), ("initrd_path", domain.os.initrd),
                        ("kernel_args", domain.os.cmdline), ("bootloader", domain.bootloader),
                        ("bootloader_args", domain.bootloader_args)):
         if value is not None:
-            params[key] = value
+            params.setdefault(key, value)
+    passwords = [g.passwd for g in domain.devices_of(Graphics) if g.passwd]
+    if passwords:  # present only in XML read with VIR_DOMAIN_XML_SECURE
+        params["vnc_password"] = passwords[0]
     nics = tuple(
         NIC(mac=iface.mac or "",
             bridge=iface.source if iface.type == "bridge" else None,

@@ -390,7 +390,7 @@ class LibvirtDriver(ComputeDriver):
     def _hard_reboot(self, name: str) -> None:
         """Destroy keeping the disks, define the domain again from its metadata, start."""
         self._hard_stop(name)
-        domain = self._definition(name)
+        domain = self._definition(name, secure=True)
         instance = instance_from_domain(domain)
         disks = [BlockDevice(path=d.source, fmt=d.driver_type or "raw", bus=d.target_bus,
                              readonly=d.readonly, device_type=d.device)
@@ -566,11 +566,14 @@ class LibvirtDriver(ComputeDriver):
             return power_state(dom.state()[0], bool(dom.hasManagedSaveImage()))
         return self._with_domain(name, "read the state of", read)
 
-    def _definition(self, name: str) -> Domain:
-        """The persistent definition (not the live one, which libvirt decorates)."""
+    def _definition(self, name: str, secure: bool = False) -> Domain:
+        """The persistent definition (not the live one, which libvirt decorates).
+
+        secure: with the VNC password, for rebuilding the domain.
+        """
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE | (libvirt.VIR_DOMAIN_XML_SECURE if secure else 0)
         return Domain.from_xml(self._with_domain(
-            name, "read the definition of",
-            lambda dom: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+            name, "read the definition of", lambda dom: dom.XMLDesc(flags)))
 
     def _wait_for(self, name: str, states: set[PowerState], timeout: float) -> PowerState:
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import stat
 
+import libvirt
 import pytest
 
 from tests.unit.test_disk import FakeProbe
@@ -107,10 +108,11 @@ def test_golden_document(name, golden, test_conn):  # noqa: F811
         assert (rebuilt.name, rebuilt.uuid, rebuilt.flavor, rebuilt.image, rebuilt.kind) \
             == (inst.name, inst.uuid, inst.flavor, inst.image, inst.kind)
         assert [n.mac for n in rebuilt.nics] == [n.mac for n in inst.nics]
-        assert {k: v for k, v in rebuilt.params.items()} == {
-            k: v for k, v in inst.params.items()
-            if k in ("kernel_path", "initrd_path", "kernel_args", "bootloader",
-                     "bootloader_args")}
+        # Every param rides in the metadata but the VNC password, which only
+        # the secure XML carries (in <graphics>).
+        assert rebuilt.params == {k: v for k, v in inst.params.items() if k != "vnc_password"}
+        secure = Domain.from_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
+        assert guest.instance_from_domain(secure).params == inst.params
     finally:
         dom.undefine()
 
