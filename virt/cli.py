@@ -22,7 +22,7 @@ from oslo_config import cfg
 from virt import images
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
-from virt.errors import VirtError
+from virt.errors import InstanceNotFound, VirtError
 from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
@@ -383,7 +383,13 @@ class Commands:
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
 
     def do_destroy(self) -> None:
-        instance = self._get()
+        try:
+            instance = self._get()
+        except InstanceNotFound:
+            # Destroy is idempotent: what a retry after a half-seen success needs.
+            self.out.done(f"instance {self.args.name} does not exist: nothing to destroy",
+                          name=self.args.name)
+            return
         self.driver.destroy(instance, destroy_disks=not self.args.keep_disks)
         self.out.done(f"destroyed {self.args.name}", name=self.args.name)
 

@@ -152,3 +152,23 @@ def test_a_failed_export_leaves_no_partial_file(config, tmp_path):
     code, _, err = run_cli(config, "image", "export", "missing", str(tmp_path / "out.tar.gz"))
     assert code == 1 and "not in the store" in err
     assert not any(name.startswith((".out", "out")) for name in os.listdir(tmp_path))
+
+
+def test_instance_commands_on_a_missing_instance(config):
+    test_driver = ("--backend", "libvirt", "--connection-uri", "test:///default")
+    code, out, err = run_cli(config, *test_driver, "destroy", "ghost")
+    assert (code, err) == (0, "") and "does not exist: nothing to destroy" in out
+    code, out, err = run_cli(config, *test_driver, "show", "ghost")
+    assert code == 1 and out == "" and "ghost" in err and "Traceback" not in err
+
+
+def test_print_config_creates_nothing(config, tmp_path):
+    src = str(tmp_path / "disk.raw")
+    images.create_image("raw", src, "4M")
+    assert run_cli(config, "image", "import", "img", src, "--format", "raw")[0] == 0
+    code, out, err = run_cli(config, "--backend", "libvirt", "--connection-uri",
+                             "test:///default", "boot", "vm1", "--image", "img",
+                             "--nic", "user,mac=52:54:00:00:00:09", "--print-config")
+    assert (code, err) == (0, "")
+    assert out.startswith("<domain type=\"qemu\">") and "52:54:00:00:00:09" in out
+    assert not os.path.exists(tmp_path / "state" / "instances")
