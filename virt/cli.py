@@ -379,7 +379,9 @@ class Commands:
 
     def do_snapshot(self) -> None:
         a = self.args
-        self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=a.compress)
+        compress = a.compress or (a.fmt == "qcow2" and self.conf.images.snapshot_compression)
+        self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
+                             progress=ProgressBar(f"saving {a.image_name}"))
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
 
     def do_destroy(self) -> None:

@@ -100,7 +100,9 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
-                 compress: bool = False) -> None: ...
+                 compress: bool = False,
+                 progress: Callable[[float], None] | None = None) -> None:
+        """Copy the root disk into the image store as a new image."""
 
     @abc.abstractmethod
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None: ...

@@ -39,6 +39,7 @@ from virt.errors import (
 from virt.fileutils import remove_quietly
 from virt.guest import build_domain, instance_from_domain
 from virt.imagecache import ImageCache
+from virt.images import Progress
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
 from virt.validation import check_image_name, check_instance_name
@@ -479,7 +480,7 @@ class LibvirtDriver(ComputeDriver):
     # -- images and migration -----------------------------------------------
 
     def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
-                 compress: bool = False) -> None:
+                 compress: bool = False, progress: Progress | None = None) -> None:
         """Copy the root disk, with its whole chain, into the store as a new image.
 
         A running or paused guest is managed-saved for the copy (QEMU holds a
@@ -504,7 +505,7 @@ class LibvirtDriver(ComputeDriver):
         if saved:
             self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
         try:
-            self._export(root, image_name, fmt, compress, domain.os.arch)
+            self._export(root, image_name, fmt, compress, domain.os.arch, progress)
         finally:
             if saved:
                 self._with_domain(instance.name, "restore", lambda dom: dom.create())
@@ -514,14 +515,14 @@ class LibvirtDriver(ComputeDriver):
                     self._with_domain(instance.name, "pause", lambda dom: dom.suspend())
 
     def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
-                arch: str | None) -> None:
+                arch: str | None, progress: Progress | None) -> None:
         os.makedirs(self.store.directory, exist_ok=True)
         filename = f"{image_name}.img"
         target = os.path.join(self.store.directory, filename)
         if os.path.exists(target):
             raise InvalidParameter(f"image file {target} already exists: choose another name")
         images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
-                                compress=compress)
+                                compress=compress, progress=progress)
         try:
             self.store.register(image_name, fmt, images.get_disk_size(target, fmt),
                                 {"arch": arch} if arch else {}, filename=filename)

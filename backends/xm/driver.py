@@ -375,7 +375,7 @@ class XmDriver(ComputeDriver):
         return [self.toolstack.command, "console", check_instance_name(instance.name)]
 
     def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
-                 compress: bool = False) -> None:
+                 compress: bool = False, progress=None) -> None:
         raise HypervisorError("snapshot is not supported by the xm backend: "
                               "use the libvirt backend")
 

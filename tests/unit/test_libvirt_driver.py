@@ -341,7 +341,9 @@ def test_snapshot_goes_to_the_store_and_keeps_the_guest_state(driver, store, fmt
     instance = _instance()
     driver.spawn(instance, "tiny")
     driver.pause(instance)
-    driver.snapshot(instance, "snap", fmt=fmt, compress=compress)
+    seen = []
+    driver.snapshot(instance, "snap", fmt=fmt, compress=compress, progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     image = store.get("snap")
     assert image.format == fmt and image.properties == {"arch": "i686"}
     assert images.info(image.path, fmt).backing_file is None
