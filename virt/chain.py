@@ -23,19 +23,15 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from oslo_concurrency import processutils
-
 from virt import images
 from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage, VirtError
-from virt.fileutils import remove_quietly
+from virt.fileutils import fsync_path, remove_quietly
+from virt.images import Progress
 from virt.imagestore import LocalImageStore
 from virt.validation import check_image_name
-
-Progress = Callable[[float], None]
 
 DEFAULT_MAX_IMPORT_SIZE = images.parse_size("64G")  # conf images.max_chain_import_size
 # gzip -1: on disk images gzip -6 (tar -z's default) takes 1.5x to 2x the
@@ -50,7 +46,6 @@ _FORMAT_EXT = {"qcow2": "qcow2", "raw": "raw"}
 _OLD_NAMES = ("snap", "image", "base")  # leaf first, as XenServer named them
 _MEMBER = re.compile(r"(?:\./)?(?P<stem>[0-9]+|snap|image|base)\.(?P<ext>qcow2|raw|vhd)")
 _CHECK_LEAKS_ONLY = 3  # qemu-img check: leaked clusters waste space but lose no data
-_ENV = {"LC_ALL": "C"}
 
 
 @dataclass(frozen=True)
@@ -115,18 +110,15 @@ def export_chain(leaf_path: str, fileobj: BinaryIO, progress: Progress | None = 
 
 def chain_of(leaf_path: str, fmt: str) -> list[ChainFile]:
     """The files of a trusted image's chain with their formats, leaf first."""
-    entries = json.loads(images.qemu_img("info", "-f", fmt, "--backing-chain",
-                                         "--output=json", leaf_path))
     chain = []
-    for entry in entries:
-        image = images.ImageInfo.from_json(entry)
+    for filename, image in images.backing_chain(leaf_path, fmt):
         if image.format not in _FORMAT_EXT:
-            raise ImageError(f"{entry['filename']} is {image.format}: only qcow2 and raw "
+            raise ImageError(f"{filename} is {image.format}: only qcow2 and raw "
                              "chains can be exported")
         if image.data_file:
-            raise ImageError(f"{entry['filename']} keeps its data in {image.data_file}, "
+            raise ImageError(f"{filename} keeps its data in {image.data_file}, "
                              "which an export cannot carry: convert it first")
-        chain.append(ChainFile(entry["filename"], image.format))
+        chain.append(ChainFile(filename, image.format))
     return chain
 
 
@@ -406,24 +398,20 @@ def _validate(chain: list[ChainFile], limits: images.Limits) -> int:
     for member in reversed(chain):
         if member.format == "qcow2":
             _check(member, limits)
-    leaf = chain[0]
-    entries = json.loads(images.qemu_img("info", "-f", leaf.format, "--backing-chain",
-                                         "--output=json", leaf.path, limits=limits))
-    seen = [os.path.realpath(entry["filename"]) for entry in entries]
+    entries = images.backing_chain(chain[0].path, chain[0].format, limits)
+    seen = [os.path.realpath(filename) for filename, _ in entries]
     if seen != [os.path.realpath(f.path) for f in chain]:
         raise UnsafeImage(f"the relinked chain reads {seen}, not the staged files")
-    if entries[-1].get("backing-filename"):
+    if entries[-1][1].backing_file:
         raise UnsafeImage("the base of the chain still names a backing file")
-    return int(entries[0]["virtual-size"])
+    return entries[0][1].virtual_size
 
 
 def _check(member: ChainFile, limits: images.Limits) -> None:
-    argv = [*limits.argv(), "qemu-img", "check", "-f", member.format, "--output=json",
-            member.path]
     try:
-        processutils.execute(*argv, env_variables=_ENV,
-                             check_exit_code=[0, _CHECK_LEAKS_ONLY])
-    except processutils.ProcessExecutionError as exc:
+        images.qemu_img("check", "-f", member.format, "--output=json", member.path,
+                        limits=limits, ok_exit_codes=(0, _CHECK_LEAKS_ONLY))
+    except ImageError as exc:
         first_error = next(iter((exc.stderr or "").strip().splitlines()), "")
         detail = "; ".join(filter(None, [_check_summary(exc.stdout), first_error]))
         raise UnsafeImage(f"image {member.name} refused: qemu-img check found it damaged "
@@ -449,11 +437,7 @@ def _move_into(chain: list[ChainFile], directory: str) -> list[str]:
                 raise VirtError(f"{target} already exists: UUID collision, try again")
             os.rename(member.path, target)
             moved.append(target)
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(directory)
     except BaseException:
         for path in moved:
             remove_quietly(path)

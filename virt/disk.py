@@ -8,6 +8,8 @@ integers major*1_000_000 + minor*1_000 + micro, the way libvirt reports them.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +18,14 @@ from typing import Protocol
 from oslo_concurrency import processutils
 
 from virt.errors import InvalidParameter
+
+
+def is_block_device(path: str) -> bool:
+    """True for an existing block device; files and missing paths are not."""
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def version_to_int(version: str) -> int:

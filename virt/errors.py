@@ -15,9 +15,11 @@ class InvalidParameter(VirtError):
 class ImageError(VirtError):
     """A qemu-img operation failed; carries the command's stderr."""
 
-    def __init__(self, message: str, stderr: str = "", exit_code: int | None = None):
+    def __init__(self, message: str, stderr: str = "", exit_code: int | None = None,
+                 stdout: str = ""):
         self.stderr = stderr.strip()
         self.exit_code = exit_code
+        self.stdout = stdout
         super().__init__(f"{message}: {self.stderr}" if self.stderr else message)
 
 

@@ -1,4 +1,4 @@
-"""Atomic file creation and quiet removal, shared by every writer.
+"""Atomic file creation, quiet removal and filesystem facts, shared by every writer.
 
 A result appears under its final name only when complete: work happens on a
 temporary name in the same directory, then fsync and rename.
@@ -12,6 +12,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 
+GiB = 1 << 30
+
 
 @contextlib.contextmanager
 def atomic_target(path: str) -> Iterator[str]:
@@ -24,9 +26,9 @@ def atomic_target(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.rename(tmp, path)
-        _fsync_path(directory)
+        fsync_path(directory)
     except BaseException:
         remove_quietly(tmp)
         raise
@@ -49,9 +51,22 @@ def remove_quietly(path: str) -> None:
             os.unlink(path)
 
 
-def _fsync_path(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a directory: to make renames in it durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def filesystem_usage_gb(path: str) -> tuple[float | None, float | None, float | None]:
+    """Size, free and used GiB of the filesystem holding `path` (or its nearest parent)."""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        st = os.statvfs(path or "/")
+    except OSError:
+        return None, None, None
+    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    return round(total / GiB, 2), round(free / GiB, 2), round((total - free) / GiB, 2)

@@ -8,9 +8,7 @@ the rows of PARAMS, each with its check and the message saying what is allowed.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import stat
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -145,14 +143,6 @@ def read_params(params: dict[str, str]) -> dict[str, object]:
     return values
 
 
-def is_block_device(path: str) -> bool:
-    """True for an existing block device; files and missing paths are not."""
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _check_instance(instance: Instance) -> None:
     check_instance_name(instance.name, "instance name")
     try:
@@ -265,7 +255,7 @@ def _disks(shape: _Shape, devices: Sequence[BlockDevice], params: dict[str, obje
     cache = params.get("disk_cache")
     disks = []
     for device, bus, target in zip(devices, buses, targets, strict=True):
-        block = is_block_device(device.path)
+        block = diskpolicy.is_block_device(device.path)
         driver = diskpolicy.pick_disk_driver_name(shape.virt_type, hypervisor_version,
                                                   block, probe)
         disks.append(Disk(

@@ -72,7 +72,7 @@ class ImageCache:
     def _check_chain(self, image: StoredImage) -> None:
         """An imported chain may only read the store files recorded for it."""
         expected = [image.path, *image.backing_chain]
-        chain = images.backing_chain(image.path, image.format)
+        chain = [name for name, _ in images.backing_chain(image.path, image.format)]
         if [os.path.realpath(p) for p in chain] != [os.path.realpath(p) for p in expected]:
             raise UnsafeImage(f"image {image.name!r} reads {chain}, not its recorded chain "
                               f"{expected}; delete and re-import it")

@@ -82,14 +82,16 @@ def parse_size(value: int | str) -> int:
     return int(match.group(1)) << _UNITS[match.group(2).upper()]
 
 
-def qemu_img(*args: str, limits: Limits | None = None) -> str:
+def qemu_img(*args: str, limits: Limits | None = None,
+             ok_exit_codes: tuple[int, ...] = (0,)) -> str:
     """Run qemu-img with `args`; return stdout or raise ImageError."""
     argv = [*(limits.argv() if limits else []), "qemu-img", *args]
     try:
-        out, _err = processutils.execute(*argv, env_variables=_environment())
+        out, _err = processutils.execute(*argv, env_variables=_environment(),
+                                         check_exit_code=list(ok_exit_codes))
     except processutils.ProcessExecutionError as exc:
         raise ImageError(f"qemu-img {args[0]} failed (exit {exc.exit_code})",
-                         exc.stderr or "", exc.exit_code) from None
+                         exc.stderr or "", exc.exit_code, exc.stdout or "") from None
     except OSError as exc:
         raise ImageError(f"cannot run {argv[0]}: {exc.strerror}; install qemu-utils") from None
     return out
@@ -117,10 +119,15 @@ def info(path: str, fmt: str) -> ImageInfo:
         qemu_img("info", "-f", fmt, "--output=json", path)))
 
 
-def backing_chain(path: str, fmt: str) -> list[str]:
-    """Every file qemu-img opens for `path`, the image itself first."""
-    chain = json.loads(qemu_img("info", "-f", fmt, "--backing-chain", "--output=json", path))
-    return [entry["filename"] for entry in chain]
+def backing_chain(path: str, fmt: str,
+                  limits: Limits | None = None) -> list[tuple[str, ImageInfo]]:
+    """(file name, info) of every file qemu-img opens for `path`, the image itself first.
+
+    It opens the whole chain: only for images whose pointers are trusted.
+    """
+    chain = json.loads(qemu_img("info", "-f", fmt, "--backing-chain", "--output=json", path,
+                                limits=limits))
+    return [(entry["filename"], ImageInfo.from_json(entry)) for entry in chain]
 
 
 def get_disk_size(path: str, fmt: str) -> int:

@@ -36,7 +36,7 @@ from virt.errors import (
     Timeout,
     VirtError,
 )
-from virt.fileutils import remove_quietly
+from virt.fileutils import filesystem_usage_gb, remove_quietly
 from virt.guest import build_domain, instance_from_domain
 from virt.imagecache import ImageCache
 from virt.images import Progress
@@ -184,7 +184,7 @@ class LibvirtDriver(ComputeDriver):
         (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type, \
             hv_version, caps = self._call("read host info of", self.uri, read)
         host_arch, _ = capability_arches(caps)
-        total_gb, free_gb, used_gb = _disk_usage_gb(self.conf.instances_path)
+        total_gb, free_gb, used_gb = filesystem_usage_gb(self.conf.instances_path)
         return HostInfo(
             memory_total=memory_mb, memory_free=free >> 20, memory_dom0=None,
             cpu_total=cpus, cpu_nodes=nodes, cpu_sockets=nodes * sockets,
@@ -613,15 +613,3 @@ def _is_ours(dom: libvirt.virDomain) -> bool:
     except libvirt.libvirtError:
         return False  # no such element, or the domain is gone meanwhile
     return True
-
-
-def _disk_usage_gb(path: str) -> tuple[float | None, float | None, float | None]:
-    """Size, free and used space of the filesystem holding `path` (or its nearest parent)."""
-    while path and not os.path.exists(path):
-        path = os.path.dirname(path)
-    try:
-        st = os.statvfs(path or "/")
-    except OSError:
-        return None, None, None
-    total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-    return round(total / GIB, 2), round(free / GIB, 2), round((total - free) / GIB, 2)

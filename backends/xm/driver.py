@@ -9,12 +9,11 @@ blktap's aio only raw bytes pass through, so it is a raw copy there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import re
-import shutil
-import stat
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from backends.xm.toolstack import (
     xm_available,
 )
 from virt import images
-from virt.disk import DiskProbe, pick_disk_driver_name
+from virt.disk import DiskProbe, is_block_device, pick_disk_driver_name
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
@@ -40,7 +39,7 @@ from virt.errors import (
     ToolstackError,
     VirtError,
 )
-from virt.fileutils import atomic_write, remove_quietly
+from virt.fileutils import atomic_write, filesystem_usage_gb, remove_quietly
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -140,13 +139,9 @@ class XmDriver(ComputeDriver):
         self.toolstack.info()
 
     def get_host_info(self) -> HostInfo:
-        info = self.toolstack.host_info()
-        path = self.conf.instances_path
-        if not os.path.isdir(path):
-            return info
-        usage = shutil.disk_usage(path)
-        return HostInfo(**{**info.__dict__, "disk_total_gb": usage.total / GiB,
-                           "disk_free_gb": usage.free / GiB, "disk_used_gb": usage.used / GiB})
+        total, free, used = filesystem_usage_gb(self.conf.instances_path)
+        return dataclasses.replace(self.toolstack.host_info(), disk_total_gb=total,
+                                   disk_free_gb=free, disk_used_gb=used)
 
     def _disk_driver(self, is_block_dev: bool = False) -> str | None:
         version = self.toolstack.host_info().hypervisor_version
@@ -182,7 +177,7 @@ class XmDriver(ComputeDriver):
     @staticmethod
     def _block_device_line(device: BlockDevice, driver: str | None,
                            toolstack: str) -> xmconfig.DiskLine:
-        is_block = os.path.exists(device.path) and _is_block_device(device.path)
+        is_block = is_block_device(device.path)
         prefix = ("phy" if is_block and device.fmt == "raw"
                   else xmconfig.disk_prefix(driver, toolstack, device.fmt))
         cdrom = device.device_type == "cdrom"
@@ -487,10 +482,6 @@ def _cleanup(path: str) -> None:
         remove_quietly(path)
     except OSError as exc:
         LOG.error("could not remove %s after a failed spawn: %s", path, exc)
-
-
-def _is_block_device(path: str) -> bool:
-    return stat.S_ISBLK(os.stat(path).st_mode)
 
 
 def _read_vnc_password(path: str) -> str:
