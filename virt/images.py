@@ -9,9 +9,11 @@ pointer to another file.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 from collections.abc import Callable
@@ -31,6 +33,9 @@ _QCOW2_MAGIC = b"QFI\xfb"
 _QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit 2
 _VMDK_SPARSE_MAGIC = b"KDMV"
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+# Formats whose qemu driver can open a backing file named inside the image.
+_BACKING_FORMATS = {"qcow2", "qcow", "qed", "vmdk"}
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,8 @@ def qemu_img(*args: str, limits: Limits | None = None,
     argv = [*(limits.argv() if limits else []), "qemu-img", *args]
     try:
         out, _err = processutils.execute(*argv, env_variables=_environment(),
-                                         check_exit_code=list(ok_exit_codes))
+                                         check_exit_code=list(ok_exit_codes),
+                                         preexec_fn=die_with_parent)
     except processutils.ProcessExecutionError as exc:
         raise ImageError(f"qemu-img {args[0]} failed (exit {exc.exit_code})",
                          exc.stderr or "", exc.exit_code, exc.stdout or "") from None
@@ -161,10 +167,29 @@ def resize(path: str, fmt: str, new_size: int | str) -> None:
         qemu_img("resize", "-q", "-f", fmt, path, str(new_size))
 
 
+def untrusted_source(path: str, fmt: str) -> str:
+    """A `json:` filename that opens `path` as `fmt` and never any other file.
+
+    qemu would follow a backing pointer that appeared after inspection;
+    `"backing": null` forbids it whatever the header says.
+    """
+    spec: dict = {"driver": fmt, "file": {"driver": "file", "filename": os.path.abspath(path)}}
+    if fmt in _BACKING_FORMATS:
+        spec["backing"] = None
+    return "json:" + json.dumps(spec)
+
+
 def convert(src: str, src_fmt: str, dst: str, dst_fmt: str, compress: bool = False,
-            progress: Progress | None = None) -> None:
-    """Convert `src` into a new file `dst`, atomically, reporting progress if asked."""
-    args = ["convert", "-f", src_fmt, "-O", dst_fmt, *(["-c"] if compress else [])]
+            progress: Progress | None = None, untrusted: bool = False) -> None:
+    """Convert `src` into a new file `dst`, atomically, reporting progress if asked.
+
+    untrusted: open `src` so that it cannot pull in any other file (see
+    untrusted_source); for images that came from outside.
+    """
+    opts = ["-f", src_fmt]
+    if untrusted:
+        opts, src = [], untrusted_source(src, src_fmt)  # json: names its own driver
+    args = ["convert", *opts, "-O", dst_fmt, *(["-c"] if compress else [])]
     with atomic_target(dst) as tmp:
         if progress is None:
             qemu_img(*args, "-q", src, tmp)
@@ -264,6 +289,15 @@ def _hit_limit(exc: ImageError) -> bool:
             or any(s in exc.stderr for s in ("allocate", "failed to map")))
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the process that started it dies.
+
+    A killed operation must not leave a qemu-img writing on behind it.
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def _environment() -> dict[str, str]:
     # processutils passes env_variables as the whole environment.
     return {**os.environ, "LC_ALL": "C"}
@@ -276,7 +310,8 @@ def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
     returns output once the process has ended.
     """
     proc = subprocess.Popen(["qemu-img", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_environment())
+                            stderr=subprocess.PIPE, env=_environment(),
+                            preexec_fn=die_with_parent)
     buf, fraction = b"", 0.0
     while chunk := proc.stdout.read1(4096):
         *done, buf = re.split(rb"[\r\n]", buf + chunk)

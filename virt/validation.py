@@ -10,6 +10,11 @@ import re
 
 from virt.errors import InvalidParameter
 
+# The only image formats ever accepted from outside: each has a safety check
+# in virt.images.inspect_untrusted. Drivers such as file, host_device or
+# blkdebug name host resources and are never formats of an image.
+ACCEPTED_IMAGE_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx")
+
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")

@@ -159,6 +159,32 @@ def test_extract_snapshot_of_an_overlay_holds_the_overlay_data(tmp_path):
     assert reads_pattern(out, "qcow2", 0x02, MiB, 65536)
 
 
+@pytest.mark.parametrize("fmt, backing_fmt", [("qcow2", "raw"), ("vmdk", "vmdk")])
+def test_untrusted_convert_never_opens_a_backing_file(tmp_path, fmt, backing_fmt):
+    secret = tmp_path / "host-secret.raw"
+    secret.write_bytes(b"HOST-SECRET" * 1000)
+    host = str(tmp_path / f"host.{backing_fmt}")
+    images.convert(str(secret), "raw", host, backing_fmt)
+    hostile = str(tmp_path / f"hostile.{fmt}")
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, "-b", host, "-F", backing_fmt,
+                    hostile, "1M"], check=True)
+    out = str(tmp_path / "out.raw")
+    images.convert(hostile, fmt, out, "raw", untrusted=True)
+    with open(out, "rb") as f:
+        assert b"HOST-SECRET" not in f.read()
+    images.convert(hostile, fmt, str(tmp_path / "trusted.raw"), "raw")  # the control
+    assert b"HOST-SECRET" in (tmp_path / "trusted.raw").read_bytes()
+
+
+def test_untrusted_convert_keeps_odd_file_names_whole(tmp_path):
+    src = str(tmp_path / 'a,b"c:d.qcow2')
+    images.create_image("qcow2", src, "1M")
+    qemu_io(src, "qcow2", "write -P 0x5a 0 64k")
+    out = str(tmp_path / "out.raw")
+    images.convert(src, "qcow2", out, "raw", untrusted=True)
+    assert reads_pattern(out, "raw", 0x5a, 0, 65536)
+
+
 # Untrusted images: a corpus made here, each refused with the reason.
 
 def make_qcow2_with_backing(tmp_path, target="/etc/passwd"):
