@@ -233,11 +233,11 @@ class LibvirtDriver(ComputeDriver):
             image = self._image(image_id)
             self._check_root_size(image.virtual_size, instance)
             arch = self._guest_arch(image.properties)
-            base = self.cache.fetch_base(image_id)
+            self.cache.fetch_base(image_id)  # converted now, so that a failure names the image
             step = "xml"
             xml = self._domain_xml(instance, directory, nics, list(block_devices), arch)
             step = "disk"
-            self._make_disks(directory, base, instance, undo)
+            self._make_disks(directory, image_id, instance, undo)
             step = "define"
             self._call("define", instance.name, lambda conn: conn.defineXML(xml))
             undo.push("definition", lambda: self._undefine(instance.name))
@@ -300,13 +300,13 @@ class LibvirtDriver(ComputeDriver):
                               console_log=os.path.join(directory, CONSOLE_LOG))
         return domain.to_xml()
 
-    def _make_disks(self, directory: str, base: str, instance: Instance, undo: _Undo) -> None:
+    def _make_disks(self, directory: str, image_id: str, instance: Instance,
+                    undo: _Undo) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         os.mkdir(directory, 0o750)  # an existing directory is not ours to remove
         undo.push(f"directory {directory}", lambda: remove_quietly(directory))
         size = instance.flavor.root_gb * GIB or None
-        images.create_cow_image(base, os.path.join(directory, DISK_NAME), size,
-                                backing_format="raw")
+        self.cache.create_overlay(image_id, os.path.join(directory, DISK_NAME), size)
         # Created now so that it belongs to us and the guest's log appends to it.
         with open(os.path.join(directory, CONSOLE_LOG), "x"):
             pass
