@@ -18,6 +18,7 @@ import pytest
 
 from backends.libvirt.driver import LibvirtDriver
 from tests.functional.conftest import open_when_up, remove_domain
+from tests.functional.test_libvirt_driver import _wait_for_event
 from virt.cli import main
 from virt.conf import make_conf
 from virt.errors import InstanceExists, InstanceNotFound
@@ -70,16 +71,6 @@ def _listen(driver) -> queue.SimpleQueue:
     return heard
 
 
-def _until(heard, expected, timeout=60.0):
-    seen = []
-    while expected not in seen:
-        try:
-            seen.append(heard.get(timeout=timeout))
-        except queue.Empty:
-            pytest.fail(f"no {expected} event within {timeout:.0f}s; saw {seen}")
-    return seen
-
-
 def _foreign_xml(name: str) -> str:
     """A domain another virt-driver configuration owns (never started here)."""
     instance = Instance(name=name, flavor=FLAVOR, image="demo")
@@ -121,7 +112,7 @@ def test_two_configurations_keep_to_their_own_guests(two, demo_guest, libvirt_da
 
     # b's events never reach a's listeners (and a's events were queued before b's)
     b.pause(theirs)
-    seen_b = _until(heard_b, (theirs.name, "paused"))
+    seen_b = _wait_for_event(heard_b, (theirs.name, "paused"))
     assert [n for n, _ in seen_b if n != theirs.name] == []
 
     # a cache cleanup while the guest runs keeps its base
@@ -148,7 +139,7 @@ def test_two_configurations_keep_to_their_own_guests(two, demo_guest, libvirt_da
 
     b.destroy(theirs)
     a.destroy(mine)
-    seen_a = _until(heard_a, (mine.name, "shutoff"))
+    seen_a = _wait_for_event(heard_a, (mine.name, "shutoff"))
     assert [n for n, _ in seen_a if n != mine.name] == []
     conn = open_when_up(libvirt_daemons)
     try:

@@ -516,3 +516,18 @@ def _managed_save(name):
         conn.lookupByName(name).managedSave()
     finally:
         conn.close()
+
+
+def test_resync_after_a_reconnect_tells_only_owned_states(driver, other):
+    theirs, mine = _instance("own-theirs"), _instance("own-mine")
+    other.spawn(theirs, "tiny")
+    driver.spawn(mine, "tiny")
+    driver.pause(mine)
+    got = queue.SimpleQueue()
+    driver.register_event_listener(lambda name, state: got.put((name, state)))
+    driver.close()
+    driver.list_instances()  # reconnects: the resync tells every owned guest's state
+    seen = []
+    while ("own-mine", "paused") not in seen:
+        seen.append(got.get(timeout=5))
+    assert [name for name, _ in seen if name != "own-mine"] == []
