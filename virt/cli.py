@@ -401,21 +401,10 @@ class Commands:
         self.out.result(data, lambda: print_fields(data))
 
     def do_cache_cleanup(self) -> None:
+        # The reclaim of crash leftovers (`virt-driver cleanup`) belongs here, before the bases.
         cache = ImageCache.from_conf(self.conf)
-        removed = cache.cleanup(bases_in_use(self.conf.instances_path), self.args.min_age)
+        removed = cache.cleanup([self.conf.instances_path], self.args.min_age)
         self.out.done(f"removed {len(removed)} unused base image(s)", removed=removed)
-
-
-def bases_in_use(instances_path: str) -> set[str]:
-    """Backing files of every instance disk ({instances_path}/{uuid}/disk)."""
-    used = set()
-    for entry in os.listdir(instances_path) if os.path.isdir(instances_path) else []:
-        disk = os.path.join(instances_path, entry, "disk")
-        if os.path.exists(disk):
-            backing = images.get_disk_backing_file(disk, "qcow2", basename=False)
-            if backing:
-                used.add(backing)
-    return used
 
 
 def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:

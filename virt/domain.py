@@ -95,18 +95,25 @@ def _append_extra(element: etree._Element, extra: list[RawXML]) -> None:
 
 @dataclass(slots=True)
 class InstanceMetadata:
-    """The project's own metadata: enough to rebuild the Instance from a domain."""
+    """The project's own metadata: enough to rebuild the Instance from a domain.
+
+    owner: who manages the domain (see LibvirtDriver.owner); None in domains
+    written by version 0.1.
+    """
 
     instance_uuid: str | None = None
     flavor: Flavor | None = None
     image: str | None = None
     kind: GuestKind | None = None
     params: dict[str, str] = field(default_factory=dict)  # <vd:param name=...>value
+    owner: str | None = None
     extra: list[RawXML] = field(default_factory=list)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
         root = (etree.Element(_MD + "instance", nsmap=_NSMAP) if parent is None
                 else etree.SubElement(parent, _MD + "instance", nsmap=_NSMAP))
+        if self.owner is not None:
+            etree.SubElement(root, _MD + "owner").text = self.owner
         if self.instance_uuid is not None:
             etree.SubElement(root, _MD + "uuid").text = self.instance_uuid
         if self.flavor is not None:
@@ -129,7 +136,9 @@ class InstanceMetadata:
         meta = cls()
         for child in _children(element):
             tag = child.tag
-            if tag == _MD + "uuid":
+            if tag == _MD + "owner":
+                meta.owner = child.text or ""
+            elif tag == _MD + "uuid":
                 meta.instance_uuid = child.text or ""
             elif tag == _MD + "flavor":
                 meta.flavor = Flavor(

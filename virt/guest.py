@@ -299,7 +299,7 @@ def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> l
 def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequence[NIC],
                  virt_type: str, hypervisor_version: int, *, arch: str = "x86_64",
                  machine: str | None = None, console_log: str | None = None,
-                 probe: diskpolicy.DiskProbe | None = None) -> Domain:
+                 probe: diskpolicy.DiskProbe | None = None, owner: str | None = None) -> Domain:
     """The Domain of an instance, after every input was checked.
 
     disks: the root disk first (e.g. the qcow2 overlay), then extra disks and
@@ -307,6 +307,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
     hypervisor_version as libvirt reports it (major*1_000_000 + ...), used
     for the Xen disk driver. console_log: the file the serial console writes
     to (KVM/QEMU and Xen HVM), else a pty. probe: see pick_disk_driver_name.
+    owner: recorded in the metadata, so that a driver sees only its own domains.
     Raises InvalidParameter naming the field at fault.
     """
     shape = _shape(instance, virt_type)
@@ -355,7 +356,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
         on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
         metadata=InstanceMetadata(
             instance_uuid=instance.uuid, flavor=flavor, image=instance.image,
-            kind=instance.kind,
+            kind=instance.kind, owner=owner,
             # Readable by any libvirt client: the VNC password stays in <graphics>.
             params={k: v for k, v in instance.params.items() if k != "vnc_password"}),
         devices=[*disk_elements, *interfaces, *consoles, *graphics])

@@ -1,22 +1,50 @@
 """The per-host cache of base images that instance overlays are built on.
 
-A base is a raw file named by the sha256 of the stored image it came from,
-so a re-imported name never reuses a stale base. It is fetched, verified and
-converted once per host under an external lock per image; concurrent spawns
-wait for the first one and then share the result.
+A base is a raw file named by the format and the sha256 of the stored image
+it came from (`qcow2-<sha256>`): the same bytes stored once as raw and once
+as qcow2 mean two different disks, so they get two bases, and a re-imported
+name never reuses a stale base. It is fetched, verified and converted once
+per host under an external lock per base; concurrent spawns wait for the
+first one and then share the result.
+
+Who uses a base. Every overlay is made by `create_overlay`, which, under the
+base's lock, first appends the overlay's path to the base's users record
+(`.users/<base>`, a JSON list) and only then creates the overlay. A recorded
+user counts while its overlay exists and its qcow2 header still points at
+the base (compared as files, so `..`, `//` and symlinks in either path do not
+matter); the header is read here, never with qemu-img, which could not open
+a running guest's write-locked disk. `cleanup` decides under the same lock,
+so a spawn racing with it either finds the base gone and fetches it again,
+or has recorded its overlay before cleanup looks. Any configuration sharing
+the cache therefore protects its overlays without cleanup knowing its
+instances path; overlays made before the records existed are found by
+scanning the instances paths cleanup is given.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import struct
 import time
+from collections.abc import Iterable
 
 from oslo_concurrency import lockutils
 
 from virt import images
 from virt.errors import UnsafeImage
-from virt.fileutils import remove_quietly
+from virt.fileutils import atomic_write, remove_quietly
 from virt.imagestore import LocalImageStore, StoredImage, file_sha256
+
+LOG = logging.getLogger(__name__)
+
+USERS_DIR = ".users"
+OVERLAY_NAME = "disk"
+
+_QCOW2_MAGIC = b"QFI\xfb"
+_QCOW2_BACKING_NAME_MAX = 1023  # the qcow2 specification's limit
 
 
 class ImageCache:
@@ -30,33 +58,69 @@ class ImageCache:
         return cls(conf.images.cache_path, conf.lock_path, LocalImageStore.from_conf(conf))
 
     def base_path(self, image: StoredImage) -> str:
-        return os.path.join(self.base_dir, image.sha256)
+        return os.path.join(self.base_dir, f"{image.format}-{image.sha256}")
 
     def fetch_base(self, image_name: str, progress: images.Progress | None = None) -> str:
         """Path of the raw base for `image_name`, made once and checked on every use."""
         image = self.store.get(image_name)
         base = self.base_path(image)
-        with self._lock(image.sha256):
-            if not os.path.exists(base):
-                self._fetch(image, base, progress)
-            # Re-inspected on every use: a base is only ever opened as raw.
-            images.inspect_untrusted(base, "raw", image.virtual_size, self.store.limits)
-            os.utime(base)
+        with self._lock(os.path.basename(base)):
+            self._ensure(image, base, progress)
         return base
 
-    def cleanup(self, in_use: set[str], min_age: float) -> list[str]:
-        """Remove bases not in `in_use` (paths) whose last use is older than min_age seconds."""
+    def create_overlay(self, image_name: str, overlay: str, size: int | None = None,
+                       progress: images.Progress | None = None) -> str:
+        """Make `overlay`, a qcow2 overlay on the image's base, recorded as its user; the base."""
+        image = self.store.get(image_name)
+        base = self.base_path(image)
+        with self._lock(os.path.basename(base)):
+            self._ensure(image, base, progress)
+            # Recorded first: a crash in between leaves a user that does not count.
+            self._write_users(base, [*self._read_users(base), os.path.abspath(overlay)])
+            images.create_cow_image(base, overlay, size, backing_format="raw")
+        return base
+
+    def cleanup(self, instances_paths: Iterable[str], min_age: float) -> list[str]:
+        """Remove bases no overlay uses whose last use is older than min_age seconds.
+
+        instances_paths: directories of `{uuid}/disk` overlays made before
+        users were recorded (this configuration's instances_path).
+        """
+        legacy = overlays_in(instances_paths)
         removed = []
         for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
             path = os.path.join(self.base_dir, name)
-            if name.startswith(".") or path in in_use or not self._idle(path, min_age):
+            if name.startswith(".") or not os.path.isfile(path) or not _idle(path, min_age):
                 continue
             with self._lock(name):
                 # A spawn may have used it while we waited for the lock.
-                if self._idle(path, min_age):
-                    remove_quietly(path)
-                    removed.append(path)
+                try:
+                    if not _idle(path, min_age) or self._in_use(path, legacy):
+                        continue
+                except UnsafeImage as exc:
+                    LOG.warning("keeping %s: %s", path, exc)
+                    continue
+                remove_quietly(path)
+                remove_quietly(self._users_path(path))
+                removed.append(path)
         return removed
+
+    def users(self, base: str) -> list[str]:
+        """Overlays that use `base` now: recorded, present and pointing at it."""
+        return [o for o in self._read_users(base) if _points_at(o, base)]
+
+    def _in_use(self, base: str, legacy: list[str]) -> bool:
+        users = self.users(base)
+        if users != self._read_users(base):
+            self._write_users(base, users)  # forget overlays that are gone
+        return bool(users) or any(_points_at(o, base) for o in legacy)
+
+    def _ensure(self, image: StoredImage, base: str, progress) -> None:
+        if not os.path.exists(base):
+            self._fetch(image, base, progress)
+        # Re-inspected on every use: a base is only ever opened as raw.
+        images.inspect_untrusted(base, "raw", image.virtual_size, self.store.limits)
+        os.utime(base)
 
     def _fetch(self, image: StoredImage, base: str, progress) -> None:
         if file_sha256(image.path) != image.sha256:
@@ -77,13 +141,76 @@ class ImageCache:
             raise UnsafeImage(f"image {image.name!r} reads {chain}, not its recorded chain "
                               f"{expected}; delete and re-import it")
 
+    def _users_path(self, base: str) -> str:
+        return os.path.join(self.base_dir, USERS_DIR, os.path.basename(base))
+
+    def _read_users(self, base: str) -> list[str]:
+        try:
+            with open(self._users_path(base)) as f:
+                users = json.load(f)
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            users = None
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            # Unreadable: the base must then be kept, so fail rather than guess.
+            raise UnsafeImage(f"users record {self._users_path(base)} of a cached base is "
+                              "damaged: remove it only after checking no instance uses the base")
+        return users
+
+    def _write_users(self, base: str, users: list[str]) -> None:
+        os.makedirs(os.path.dirname(self._users_path(base)), exist_ok=True)
+        atomic_write(self._users_path(base), json.dumps(sorted(set(users)), indent=1))
+
     def _lock(self, key: str):
         return lockutils.lock(f"virt-driver-image-{key}", external=True,
                               lock_path=self.lock_path)
 
-    @staticmethod
-    def _idle(path: str, min_age: float) -> bool:
-        try:
-            return time.time() - os.stat(path).st_mtime >= min_age
-        except FileNotFoundError:
-            return False
+
+def overlays_in(instances_paths: Iterable[str]) -> list[str]:
+    """The `{uuid}/disk` overlays under each instances path."""
+    found = []
+    for directory in instances_paths:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for entry in sorted(os.listdir(directory)):
+                disk = os.path.join(directory, entry, OVERLAY_NAME)
+                if os.path.isfile(disk):
+                    found.append(disk)
+    return found
+
+
+def qcow2_backing_file(path: str) -> str | None:
+    """The backing file named in a qcow2 header, relative names resolved; None if none.
+
+    Read from the header itself: qemu-img cannot open a running guest's disk
+    without -U, and needs no process for a few bytes.
+    """
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+            if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
+                return None
+            offset, size = struct.unpack(">QI", header[8:20])
+            if not offset or not 0 < size <= _QCOW2_BACKING_NAME_MAX:
+                return None
+            f.seek(offset)
+            name = os.fsdecode(f.read(size))
+    except OSError:
+        return None
+    return os.path.join(os.path.dirname(os.path.abspath(path)), name)
+
+
+def _points_at(overlay: str, base: str) -> bool:
+    """True when the overlay's header names the base file (by identity, not spelling)."""
+    backing = qcow2_backing_file(overlay)
+    try:
+        return backing is not None and os.path.samefile(backing, base)
+    except OSError:
+        return False
+
+
+def _idle(path: str, min_age: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime >= min_age
+    except FileNotFoundError:
+        return False

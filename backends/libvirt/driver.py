@@ -5,6 +5,16 @@ raw base from the image cache, and `console.log`) and as a defined domain
 whose metadata element carries what is needed to rebuild the Instance, so no
 database is needed. Every libvirt call goes through the Connection, which
 reconnects and retries once when the daemon went away.
+
+A driver sees only the domains it owns. The owner recorded in each domain's
+metadata is the canonical instances path: it is what the instances' files
+are, so two configurations that share it would overwrite each other's disks
+anyway, while two that differ (two compute services, a test beside
+production) never see each other; and hosts that share the instances path
+for migration own a migrated guest on either side, which a per-host identity
+would not. Domains written by version 0.1 carry no owner: they are owned
+when their instance directory lies in this driver's instances path. Another
+owner's domain is "not found" here, whatever the call.
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
+from backends.libvirt import pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
-from virt.domain import METADATA_NS, Disk, Domain
+from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
@@ -142,6 +153,10 @@ class LibvirtDriver(ComputeDriver):
             keepalive_count=lv.keepalive_count, max_backoff=lv.reconnect_max_backoff,
             stop_delay=event_stop_delay)
         self._facts: _HostFacts | None = None
+        self.owner = os.path.realpath(conf.instances_path)
+        # Ownership when last seen, for events of domains already gone.
+        self._owned_names: dict[str, bool] = {}
+        self._connection.events.accept = self._hears
         self._connection.add_resync(self._resync)
         self.store = LocalImageStore.from_conf(conf)
         self.cache = ImageCache.from_conf(conf)
@@ -193,22 +208,79 @@ class LibvirtDriver(ComputeDriver):
             disk_total_gb=total_gb, disk_free_gb=free_gb, disk_used_gb=used_gb)
 
     def list_instances(self) -> list[str]:
-        """Names of the domains this project built (they carry its metadata)."""
+        """Names of the domains this driver owns."""
         def names(conn):
-            return sorted(dom.name() for dom in conn.listAllDomains() if _is_ours(dom))
+            return sorted(dom.name() for dom in conn.listAllDomains() if self._owns_listed(dom))
         return self._call("list the domains of", self.uri, names)
 
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         self._connection.add_listener(callback)
 
     def _resync(self, conn: libvirt.virConnect) -> None:
-        """After a (re)connect, tell listeners every guest's state: events were missed."""
+        """After a (re)connect, tell listeners every owned guest's state: events were missed."""
         self._facts = None
         for dom in conn.listAllDomains():
-            if _is_ours(dom):
-                state = power_state(dom.state()[0], bool(dom.hasManagedSaveImage()))
-                self._connection.events.emit(dom.name(), state)
+            if self._owns_listed(dom):
+                with _vanishing_ignored():
+                    state = power_state(dom.state()[0], bool(dom.hasManagedSaveImage()))
+                    self._connection.events.emit(dom.name(), state)
 
+    # -- ownership ----------------------------------------------------------
+
+    def _owns(self, meta: InstanceMetadata | None) -> bool:
+        """Recorded with our owner, or written by 0.1 with its directory in our instances path."""
+        if meta is None:
+            return False
+        if meta.owner is not None:
+            return meta.owner == self.owner
+        uuid = meta.instance_uuid
+        return _is_uuid(uuid) and os.path.isdir(os.path.join(self.owner, uuid))
+
+    def _owns_listed(self, dom: libvirt.virDomain) -> bool:
+        """_owns for a domain met in a listing, which may vanish meanwhile (then False)."""
+        with _vanishing_ignored():
+            owned = self._owned_names[dom.name()] = self._owns(_metadata(dom))
+            return owned
+        return False
+
+    def _owned_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+        """The domain `name` if this driver owns it, a killed snapshot's pause undone."""
+        dom = conn.lookupByName(name)
+        meta = _metadata(dom)
+        if not self._owns(meta):
+            raise _not_found(name)
+        if _is_uuid(meta.instance_uuid):
+            pending.finish_killed_snapshot(os.path.join(self.owner, meta.instance_uuid), dom)
+        return dom
+
+    def _hears(self, name: str) -> bool:
+        """Whether listeners hear of `name`: owned now, or when last seen if it is gone."""
+        def owned(conn):
+            return self._owns(_metadata(conn.lookupByName(name)))
+        try:
+            self._owned_names[name] = self._connection.call(owned)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                LOG.warning("cannot tell whether %s is ours, keeping its event back: %s",
+                            name, e.get_error_message())
+        except VirtError as e:  # libvirtd unreachable: the resync after reconnecting tells
+            LOG.warning("cannot tell whether %s is ours: %s", name, e)
+        return self._owned_names.get(name, False)
+
+    def _check_name_free(self, name: str) -> None:
+        """libvirt names are global: a name another owner uses is refused too."""
+        def owned(conn):
+            with _vanishing_ignored():
+                return self._owns(_metadata(conn.lookupByName(name)))
+            return None
+        owner = self._call("look up", name, owned)
+        if owner is True:
+            raise InstanceExists(f"instance {name!r} is already defined: "
+                                 "destroy it first or choose another name")
+        if owner is False:
+            raise InstanceExists(f"instance name {name!r} is taken on {self.uri} by a domain "
+                                 "this driver does not own (libvirt names are global): "
+                                 "choose another name")
     # -- spawn --------------------------------------------------------------
 
     def describe_spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
@@ -223,9 +295,7 @@ class LibvirtDriver(ComputeDriver):
     def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
               block_devices: Iterable[BlockDevice] = ()) -> None:
         directory = self._instance_dir(instance)
-        if self.instance_exists(instance):
-            raise InstanceExists(f"instance {instance.name!r} is already defined: "
-                                 "destroy it first or choose another name")
+        self._check_name_free(instance.name)
         nics = list(nics) or list(instance.nics)
         undo = _Undo()
         step = "image"
@@ -233,13 +303,14 @@ class LibvirtDriver(ComputeDriver):
             image = self._image(image_id)
             self._check_root_size(image.virtual_size, instance)
             arch = self._guest_arch(image.properties)
-            base = self.cache.fetch_base(image_id)
+            self.cache.fetch_base(image_id)  # converted now, so that a failure names the image
             step = "xml"
             xml = self._domain_xml(instance, directory, nics, list(block_devices), arch)
             step = "disk"
-            self._make_disks(directory, base, instance, undo)
+            self._make_disks(directory, image_id, instance, undo)
             step = "define"
             self._call("define", instance.name, lambda conn: conn.defineXML(xml))
+            self._owned_names[instance.name] = True
             undo.push("definition", lambda: self._undefine(instance.name))
             step = "start"
             self._with_domain(instance.name, "start", lambda dom: dom.create())
@@ -297,16 +368,16 @@ class LibvirtDriver(ComputeDriver):
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
-                              console_log=os.path.join(directory, CONSOLE_LOG))
+                              console_log=os.path.join(directory, CONSOLE_LOG), owner=self.owner)
         return domain.to_xml()
 
-    def _make_disks(self, directory: str, base: str, instance: Instance, undo: _Undo) -> None:
+    def _make_disks(self, directory: str, image_id: str, instance: Instance,
+                    undo: _Undo) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         os.mkdir(directory, 0o750)  # an existing directory is not ours to remove
         undo.push(f"directory {directory}", lambda: remove_quietly(directory))
         size = instance.flavor.root_gb * GIB or None
-        images.create_cow_image(base, os.path.join(directory, DISK_NAME), size,
-                                backing_format="raw")
+        self.cache.create_overlay(image_id, os.path.join(directory, DISK_NAME), size)
         # Created now so that it belongs to us and the guest's log appends to it.
         with open(os.path.join(directory, CONSOLE_LOG), "x"):
             pass
@@ -484,7 +555,9 @@ class LibvirtDriver(ComputeDriver):
         """Copy the root disk, with its whole chain, into the store as a new image.
 
         A running or paused guest is managed-saved for the copy (QEMU holds a
-        write lock on its disks) and restored afterwards in the same state.
+        write lock on its disks) and restored afterwards in the same state;
+        if this process dies meanwhile, the next call on the instance restores
+        it (see backends/libvirt/pending.py).
         """
         self._check_name(instance)
         check_image_name(image_name, "snapshot image name")
@@ -501,13 +574,15 @@ class LibvirtDriver(ComputeDriver):
         if root is None:
             raise InvalidState(f"instance {instance.name!r} has no root disk to snapshot")
         state = self._state(instance.name)
-        saved = state in (PowerState.RUNNING, PowerState.PAUSED)
-        if saved:
-            self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
-        try:
+        if state not in (PowerState.RUNNING, PowerState.PAUSED):
             self._export(root, image_name, fmt, compress, domain.os.arch, progress)
-        finally:
-            if saved:
+            return
+        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        with pending.pending_snapshot(directory, state.value):
+            self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
+            try:
+                self._export(root, image_name, fmt, compress, domain.os.arch, progress)
+            finally:
                 self._with_domain(instance.name, "restore", lambda dom: dom.create())
                 # QEMU restores a paused guest paused; not every driver does.
                 if state is PowerState.PAUSED \
@@ -593,23 +668,54 @@ class LibvirtDriver(ComputeDriver):
 
     def _with_domain(self, name: str, action: str,
                      fn: Callable[[libvirt.virDomain], T]) -> T:
-        return self._call(action, name, lambda conn: fn(conn.lookupByName(name)))
+        return self._call(action, name, lambda conn: fn(self._owned_domain(conn, name)))
 
 
 def _translate(error: libvirt.libvirtError, action: str, name: str) -> VirtError:
     code, message = error.get_error_code(), error.get_error_message()
     if code == libvirt.VIR_ERR_NO_DOMAIN:
-        return InstanceNotFound(f"instance {name!r} is not defined on this host: "
-                                "see list_instances")
+        return _not_found(name)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidState(f"cannot {action} {name}: {message}")
     return HypervisorError(f"cannot {action} {name}: {message}")
 
 
-def _is_ours(dom: libvirt.virDomain) -> bool:
-    """True for a domain carrying the project's metadata element."""
+def _not_found(name: str) -> InstanceNotFound:
+    return InstanceNotFound(f"instance {name!r} is not defined on this host: "
+                            "see list_instances")
+
+
+def _metadata(dom: libvirt.virDomain) -> InstanceMetadata | None:
+    """The project's metadata of a domain; None when the project did not build it."""
     try:
-        dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
-    except libvirt.libvirtError:
-        return False  # no such element, or the domain is gone meanwhile
-    return True
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return None
+        raise
+    try:
+        root = etree.fromstring(xml.encode(), _CAPS_PARSER)
+        for element in root.iter(tag=etree.Element):
+            if not element.tag.startswith("{"):  # libvirt hands the element back unqualified
+                element.tag = f"{{{METADATA_NS}}}{element.tag}"
+        return InstanceMetadata.from_element(root)
+    except (etree.XMLSyntaxError, InvalidParameter):
+        return None  # not ours to read: someone else's element in our namespace
+
+
+def _is_uuid(value: str | None) -> bool:
+    """A canonical UUID, so that metadata cannot name a path outside the instances path."""
+    try:
+        return str(uuidlib.UUID(value)) == value
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def _vanishing_ignored():
+    """Skip the rest of the block when the domain was undefined meanwhile."""
+    try:
+        yield
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise

@@ -4,6 +4,8 @@ Listeners run on one dispatcher thread, never on the libvirt event loop thread,
 so a slow listener or one that calls back into libvirt cannot stall the loop.
 A STOPPED event is held back for `stop_delay` seconds and dropped if the same
 domain starts again meanwhile: a hard reboot (destroy + start) is not a stop.
+An `accept(name)` filter, asked on the dispatcher thread, decides which
+domains listeners hear of at all (a driver hears only the guests it owns).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class EventDispatcher:
         self.stop_delay = stop_delay
         self._listeners: list[Listener] = []
         self._pending_stops: dict[str, threading.Timer] = {}
+        self.accept: Callable[[str], bool] = lambda _name: True
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="virt-libvirt-events", daemon=True).start()
@@ -92,6 +95,12 @@ class EventDispatcher:
     def _run(self) -> None:
         while True:
             name, value = self._queue.get()
+            try:
+                if not self.accept(name):
+                    continue
+            except Exception:  # a filter's bug must not end event delivery either
+                LOG.exception("event filter failed on %s %s: event dropped", name, value)
+                continue
             with self._lock:
                 listeners = list(self._listeners)
             for listener in listeners:

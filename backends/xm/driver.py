@@ -207,7 +207,7 @@ class XmDriver(ComputeDriver):
             base = self._cache().fetch_base(image_id)
             step = "disk"
             os.makedirs(instance_dir)
-            self._make_disk(instance, base, disk_format)
+            self._make_disk(instance, image_id, base, disk_format)
             step = "config"
             self._write_config(config_path, xmconfig.render(cfg), cfg.vnc_password is not None)
             remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
@@ -223,7 +223,8 @@ class XmDriver(ComputeDriver):
             raise SpawnError(step, str(exc)) from exc
         self._emit(instance.name, PowerState.RUNNING)
 
-    def _make_disk(self, instance: Instance, base: str, disk_format: str) -> None:
+    def _make_disk(self, instance: Instance, image_id: str, base: str,
+                   disk_format: str) -> None:
         path = self.disk_path(instance)
         base_size = images.get_disk_size(base, "raw")
         size = instance.flavor.root_gb * GiB
@@ -232,7 +233,7 @@ class XmDriver(ComputeDriver):
                 f"flavor root_gb {instance.flavor.root_gb}: the image needs "
                 f"{math.ceil(base_size / GiB)} GiB; use a larger flavor")
         if disk_format == "qcow2":
-            images.create_cow_image(base, path, size=size, backing_format="raw")
+            self._cache().create_overlay(image_id, path, size)  # recorded as the base's user
         else:
             images.convert(base, "raw", path, "raw")
             images.resize(path, "raw", size)

@@ -117,6 +117,7 @@ ELEMENTS = [
     InstanceMetadata(),
     InstanceMetadata(instance_uuid="u", image="i", kind=GuestKind.PV,
                      flavor=Flavor(memory_mb=1, vcpus=2, root_gb=3, name="n")),
+    InstanceMetadata(instance_uuid="u", owner="/srv/a b&c/instances"),
     OS(), OS(type="xen", arch="x86_64", kernel="/k", initrd="/i", cmdline="x=1 & y<2"),
     OS(type="hvm", machine="q35", loader="/l", boot_devices=["network", "fd", "hd"]),
     Features(), Features(acpi=True), Features(apic=True, pae=True),

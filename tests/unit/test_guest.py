@@ -318,3 +318,13 @@ def test_good_base_case_builds():
     """The BAD cases differ from this one by one field; it must build."""
     domain = guest.build_domain(_base(), DISK, _base().nics, "qemu", 7_002_000)
     assert_accepted(domain.to_xml())
+
+
+def test_the_owner_rides_in_the_metadata():
+    inst, disks, kwargs = kvm_3_disks_2_nics()
+    kwargs = dict(kwargs)
+    virt_type, version = kwargs.pop("virt_type"), kwargs.pop("hypervisor_version")
+    domain = guest.build_domain(inst, disks, inst.nics, virt_type, version,
+                                owner="/srv/instances", **kwargs)
+    assert Domain.from_xml(domain.to_xml()).metadata.owner == "/srv/instances"
+    assert build(kvm_3_disks_2_nics)[1].metadata.owner is None  # no owner: as 0.1 wrote

@@ -1,6 +1,8 @@
 """ImageCache: one fetch per host, under an external lock; cleanup by age."""
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,8 +11,9 @@ import time
 import pytest
 
 from virt import images
-from virt.errors import ImageNotFound, UnsafeImage
-from virt.imagecache import ImageCache
+from virt.cli import main
+from virt.errors import ImageError, ImageNotFound, UnsafeImage
+from virt.imagecache import ImageCache, qcow2_backing_file
 from virt.imagestore import LocalImageStore
 
 from .test_images import qemu_io, reads_pattern
@@ -70,16 +73,159 @@ def test_cleanup_removes_only_old_unused_bases(cache, tmp_path):
     src = str(tmp_path / "other.raw")
     images.create_image("raw", src, "1M")
     cache.store.import_image("other", src, "raw")
-    used, unused = cache.fetch_base("base-image"), cache.fetch_base("other")
+    instances = tmp_path / "instances"
+    used = cache.create_overlay("base-image", str(_instance_dir(instances) / "disk"))
+    unused = cache.fetch_base("other")
     old = time.time() - 3600
     os.utime(used, (old, old))
     os.utime(unused, (old, old))
 
-    assert cache.cleanup(in_use={used}, min_age=7200) == []
-    assert cache.cleanup(in_use={used}, min_age=600) == [unused]
-    assert os.listdir(cache.base_dir) == [os.path.basename(used)]
+    assert cache.cleanup([str(instances)], min_age=7200) == []
+    assert cache.cleanup([str(instances)], min_age=600) == [unused]
+    assert _bases(cache) == [os.path.basename(used)]
     cache.fetch_base("base-image")  # touched: now recent
-    assert cache.cleanup(in_use=set(), min_age=600) == []
+    assert cache.cleanup([], min_age=600) == []
+
+
+def _instance_dir(instances, uuid="0b7c1f4e-0000-4000-8000-000000000001"):
+    path = instances / uuid
+    path.mkdir(parents=True)
+    return path
+
+
+def _bases(cache):
+    return sorted(n for n in os.listdir(cache.base_dir) if not n.startswith("."))
+
+
+# -- bases are keyed by content and format -------------------------------------
+
+@pytest.fixture
+def same_bytes_twice(cache, tmp_path):
+    """One qcow2 file stored twice: once declared qcow2, once declared raw."""
+    src = tmp_path / "twice.qcow2"
+    # Preallocated: the file is longer than the disk it holds, so no size check tells them apart.
+    images.qemu_img("create", "-q", "-f", "qcow2", "-o", "preallocation=full", str(src), "4M")
+    qemu_io(str(src), "qcow2", "write -P 0x5a 0 64k")
+    data = src.read_bytes()
+    for name, fmt in (("as-qcow2", "qcow2"), ("as-raw", "raw")):
+        (tmp_path / "store" / f"{name}.img").write_bytes(data)
+        cache.store.register(name, fmt, len(data) if fmt == "raw" else 4 << 20,
+                             filename=f"{name}.img")
+    assert cache.store.get("as-qcow2").sha256 == cache.store.get("as-raw").sha256
+    return data
+
+
+@pytest.mark.parametrize("order", [("as-raw", "as-qcow2"), ("as-qcow2", "as-raw")])
+def test_the_same_bytes_as_raw_and_as_qcow2_get_bases_of_their_own(cache, same_bytes_twice,
+                                                                 order):
+    bases = {}
+    for name in order:
+        # A raw file that carries a qcow2 header may be refused outright; never shared.
+        with contextlib.suppress(UnsafeImage):
+            bases[name] = cache.fetch_base(name)
+    assert reads_pattern(bases["as-qcow2"], "raw", 0x5a, 0, 65536)
+    if "as-raw" in bases:
+        assert bases["as-raw"] != bases["as-qcow2"]
+        with open(bases["as-raw"], "rb") as f:
+            assert f.read() == same_bytes_twice  # raw means the bytes as they are
+
+
+# -- cleanup never removes a base an instance uses -------------------------------
+
+def _cli_config(tmp_path, name, cache_path, instances_path=None):
+    lines = ["[DEFAULT]", f"state_path = {tmp_path / 'state'}", "virt_type = qemu"]
+    if instances_path:
+        lines.append(f"instances_path = {instances_path}")
+    lines += ["[images]", f"cache_path = {cache_path}"]
+    path = tmp_path / f"{name}.conf"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def _cache_cleanup(config):
+    assert main(["--config-file", config, "cache-cleanup", "--min-age", "0"]) == 0
+
+
+@pytest.fixture
+def spellings(tmp_path):
+    """The same cache directory written four ways."""
+    state = tmp_path / "state"
+    real = state / "_base"
+    real.mkdir(parents=True)
+    (state / "sub").mkdir()
+    (tmp_path / "link").symlink_to(real)
+    return {"real": str(real), "dotdot": str(state / "sub" / ".." / "_base"),
+            "slashes": f"{state}//_base", "symlink": str(tmp_path / "link")}
+
+
+@pytest.mark.parametrize("made_by", ["spawn before 0.2", "create_overlay"])
+@pytest.mark.parametrize("spawn_spelling, cleanup_spelling", [
+    ("dotdot", "dotdot"), ("slashes", "slashes"), ("real", "symlink"), ("symlink", "real"),
+])
+def test_cleanup_keeps_a_used_base_however_the_cache_path_is_written(
+        tmp_path, spellings, spawn_spelling, cleanup_spelling, made_by):
+    state = tmp_path / "state"
+    store = LocalImageStore(str(state / "images"))
+    src = str(tmp_path / "src.raw")
+    images.create_image("raw", src, "1M")
+    store.import_image("img", src, "raw")
+    cache = ImageCache(spellings[spawn_spelling], str(state / "locks"), store)
+    directory = _instance_dir(state / "instances")
+    if made_by == "create_overlay":
+        base = cache.create_overlay("img", str(directory / "disk"))
+    else:  # what spawn did before overlays were recorded
+        base = cache.fetch_base("img")
+        images.create_cow_image(base, str(directory / "disk"), backing_format="raw")
+    config = _cli_config(tmp_path, "cleanup", spellings[cleanup_spelling])
+
+    _cache_cleanup(config)
+    assert os.path.isfile(base)
+
+    shutil.rmtree(directory)
+    _cache_cleanup(config)
+    assert not os.path.exists(base) and os.listdir(spellings["real"]) in ([], [".users"])
+
+
+def test_cleanup_reads_the_disks_of_running_guests_without_opening_them(cache, tmp_path):
+    instances = tmp_path / "state" / "instances"
+    disk = str(_instance_dir(instances) / "disk")
+    base = cache.fetch_base("base-image")
+    images.create_cow_image(base, disk, backing_format="raw")
+    # qemu-io holds the image locks a running QEMU holds on its disk.
+    guest = subprocess.Popen(["qemu-io", "-f", "qcow2", disk], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        guest.stdin.write("read 0 512\n")
+        guest.stdin.flush()
+        assert "read 512/512" in guest.stdout.readline()
+        with pytest.raises(ImageError, match="lock"):
+            images.info(disk, "qcow2")  # what a reader without -U meets
+        _cache_cleanup(_cli_config(tmp_path, "cleanup", cache.base_dir, str(instances)))
+        assert os.path.isfile(base)
+    finally:
+        guest.stdin.close()
+        guest.wait()
+
+
+def test_qcow2_backing_file_is_read_from_the_header(tmp_path):
+    base = tmp_path / "base.raw"
+    images.create_image("raw", str(base), "1M")
+    images.create_cow_image(str(base), str(tmp_path / "abs.qcow2"))
+    assert qcow2_backing_file(str(tmp_path / "abs.qcow2")) == str(base)
+    images.qemu_img("create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw",
+                    str(tmp_path / "rel.qcow2"))
+    assert qcow2_backing_file(str(tmp_path / "rel.qcow2")) == str(base)
+    images.create_image("qcow2", str(tmp_path / "alone.qcow2"), "1M")
+    for path in ("alone.qcow2", "base.raw", "missing"):
+        assert qcow2_backing_file(str(tmp_path / path)) is None
+
+
+def test_a_damaged_users_record_keeps_its_base(cache, tmp_path):
+    base = cache.create_overlay("base-image", str(_instance_dir(tmp_path / "i") / "disk"))
+    with open(os.path.join(cache.base_dir, ".users", os.path.basename(base)), "w") as f:
+        f.write("{not json")
+    assert cache.cleanup([], min_age=0) == []
+    assert os.path.isfile(base)
 
 
 def test_eight_processes_convert_a_base_exactly_once(cache, tmp_path):

@@ -5,6 +5,7 @@ them, so everything but the guest itself is exercised here; the guest's view
 is checked in tests/functional/test_libvirt_driver.py.
 """
 
+import fcntl
 import os
 import queue
 
@@ -18,6 +19,7 @@ from backends.libvirt.driver import (
     power_state,
 )
 from virt import images
+from virt.cli import main
 from virt.conf import make_conf
 from virt.domain import Disk, Domain, Serial
 from virt.errors import (
@@ -28,8 +30,9 @@ from virt.errors import (
     InvalidState,
     SpawnError,
 )
+from virt.guest import build_domain
 from virt.imagestore import LocalImageStore
-from virt.objects import NIC, Flavor, Instance, PowerState
+from virt.objects import NIC, BlockDevice, Flavor, Instance, PowerState
 
 TEST_URI = "test:///default"
 # The domain test:///default comes with; its uuid is taken.
@@ -372,3 +375,159 @@ def test_migrate_errors_are_clear(driver):
     with pytest.raises(HypervisorError, match="reachable"):
         driver.migrate(instance, "test:///default")
     assert driver.get_info(instance).state is PowerState.RUNNING
+
+
+# -- a driver sees only its own instances ------------------------------------------
+
+@pytest.fixture
+def other(tmp_path):
+    """A second configuration on the same libvirt: another instances path."""
+    conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "other"),
+                     libvirt__connection_uri=TEST_URI, libvirt__shutdown_timeout=1)
+    raw = tmp_path / "other.raw"
+    images.create_image("raw", str(raw), "1M")
+    LocalImageStore.from_conf(conf).import_image("tiny", str(raw), "raw")
+    driver = LibvirtDriver(conf, event_stop_delay=0.1)
+    yield driver
+    for name in driver.list_instances():
+        driver.destroy(driver.get_instance(name))
+    driver.close()
+
+
+def test_two_configurations_see_only_their_own_instances(driver, other):
+    mine, theirs = _instance("own-mine"), _instance("own-theirs")
+    driver.spawn(mine, "tiny")
+    other.spawn(theirs, "tiny")
+    assert driver.list_instances() == ["own-mine"]
+    assert other.list_instances() == ["own-theirs"]
+
+    with pytest.raises(InstanceNotFound):
+        driver.get_instance("own-theirs")
+    assert not driver.instance_exists(theirs)
+    for operation in (driver.get_info, driver.pause, driver.suspend, driver.power_off,
+                      driver.reboot, lambda i: driver.snapshot(i, "stolen"),
+                      lambda i: driver.migrate(i, "test:///default")):
+        with pytest.raises(InstanceNotFound, match="own-theirs"):
+            operation(theirs)
+    driver.destroy(theirs)  # "not found" here: nothing happens to it
+    assert other.get_info(theirs).state is PowerState.RUNNING
+    assert [i.name for i in driver.store.list()] == ["tiny"]
+
+
+def test_spawn_of_a_name_another_owner_uses_is_refused(driver, other):
+    other.spawn(_instance("own-taken"), "tiny")
+    with pytest.raises(InstanceExists, match="does not own"):
+        driver.spawn(_instance("own-taken"), "tiny")
+    assert other.list_instances() == ["own-taken"]
+    assert os.listdir(driver.conf.instances_path) == []
+
+
+def test_listeners_hear_only_owned_instances(driver, other):
+    got = queue.SimpleQueue()
+    driver.register_event_listener(lambda name, state: got.put((name, state)))
+    theirs, mine = _instance("own-theirs"), _instance("own-mine")
+    other.spawn(theirs, "tiny")
+    other.pause(theirs)
+    driver.spawn(mine, "tiny")
+    driver.destroy(mine)  # heard although the domain is gone when the event is delivered
+    seen = []
+    while ("own-mine", "shutoff") not in seen:
+        seen.append(got.get(timeout=5))
+    assert ("own-mine", "running") in seen
+    assert [name for name, _ in seen if name != "own-mine"] == []
+
+
+def _define_as_0_1(instance, directory):
+    """A domain as version 0.1 wrote it: project metadata without an owner."""
+    domain = build_domain(instance, [BlockDevice(path=os.path.join(directory, "disk"))],
+                          instance.nics, "qemu", 0, arch="i686")
+    assert domain.metadata.owner is None
+    conn = libvirt.open(TEST_URI)
+    try:
+        conn.defineXML(domain.to_xml())
+    finally:
+        conn.close()
+
+
+def test_a_domain_of_version_0_1_belongs_to_the_driver_holding_its_directory(driver, other):
+    old = _instance("own-old")
+    directory = os.path.join(driver.conf.instances_path, old.uuid)
+    os.makedirs(directory)
+    _define_as_0_1(old, directory)
+    stray = _instance("own-stray")
+    _define_as_0_1(stray, "/nowhere")
+    try:
+        assert driver.list_instances() == ["own-old"]
+        assert other.list_instances() == []
+        assert driver.get_instance("own-old").uuid == old.uuid
+        with pytest.raises(InstanceNotFound):
+            other.get_instance("own-old")
+        with pytest.raises(InstanceNotFound):
+            driver.get_instance("own-stray")
+    finally:
+        driver.destroy(old)
+        assert not _defined("own-old")
+        conn = libvirt.open(TEST_URI)
+        conn.lookupByName("own-stray").undefine()
+        conn.close()
+
+
+def test_cache_cleanup_of_a_second_configuration_keeps_bases_in_use(driver, conf, store,
+                                                                     tmp_path):
+    """Same cache, another instances path: the overlay's record keeps the base."""
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    base = driver.cache.base_path(store.get("tiny"))
+    config = tmp_path / "second.conf"
+    config.write_text(f"[DEFAULT]\nstate_path = {tmp_path}\nvirt_type = qemu\n"
+                      f"instances_path = {tmp_path / 'second-instances'}\n")
+    cleanup = ["--config-file", str(config), "cache-cleanup", "--min-age", "0"]
+    assert main(cleanup) == 0
+    assert os.path.isfile(base)
+    driver.destroy(instance)
+    assert main(cleanup) == 0
+    assert not os.path.exists(base)
+
+
+# -- a killed snapshot leaves no guest saved -----------------------------------------
+
+@pytest.mark.parametrize("before", [PowerState.RUNNING, PowerState.PAUSED])
+def test_the_next_call_restores_a_guest_a_killed_snapshot_left_saved(driver, conf, before):
+    instance = _instance()
+    driver.spawn(instance, "tiny")
+    if before is PowerState.PAUSED:
+        driver.pause(instance)
+    marker = os.path.join(conf.instances_path, instance.uuid, "snapshot-pending")
+    snapshot = open(marker, "w")  # what a live snapshot holds while the guest is saved
+    snapshot.write(before.value)
+    snapshot.flush()
+    fcntl.flock(snapshot, fcntl.LOCK_EX)
+    _managed_save(instance.name)
+    assert driver.get_info(instance).state is PowerState.SUSPENDED  # live: left alone
+
+    snapshot.close()  # killed: the lock dies with it, the marker stays
+    assert driver.get_info(instance).state is before
+    assert not os.path.exists(marker)
+
+
+def _managed_save(name):
+    conn = libvirt.open(TEST_URI)
+    try:
+        conn.lookupByName(name).managedSave()
+    finally:
+        conn.close()
+
+
+def test_resync_after_a_reconnect_tells_only_owned_states(driver, other):
+    theirs, mine = _instance("own-theirs"), _instance("own-mine")
+    other.spawn(theirs, "tiny")
+    driver.spawn(mine, "tiny")
+    driver.pause(mine)
+    got = queue.SimpleQueue()
+    driver.register_event_listener(lambda name, state: got.put((name, state)))
+    driver.close()
+    driver.list_instances()  # reconnects: the resync tells every owned guest's state
+    seen = []
+    while ("own-mine", "paused") not in seen:
+        seen.append(got.get(timeout=5))
+    assert [name for name, _ in seen if name != "own-mine"] == []
