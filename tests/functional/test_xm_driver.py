@@ -254,6 +254,15 @@ def test_list_failure_is_retried(env):
         env.driver.list_instances()
 
 
+def test_xm_4_4_notice_in_the_output_is_skipped(env):
+    env.double.set_behaviour(merged_notice=True, version="4.4.3")
+    inst = env.instance()
+    env.driver.spawn(inst, "base")
+    assert env.driver.list_instances() == ["web-01"]
+    assert env.driver.get_info(inst).num_cpu == 2
+    assert env.driver.get_host_info().memory_dom0 == 1023
+
+
 def test_host_info_and_console(env):
     info = env.driver.get_host_info()
     assert (info.memory_total, info.memory_dom0, info.cpu_total, info.cpu_sockets) == (
