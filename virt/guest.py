@@ -37,6 +37,7 @@ from virt.validation import (
     check_instance_name,
     check_int_range,
     check_mac,
+    check_vnc_listen,
 )
 
 VIRT_TYPES = ("kvm", "qemu", "xen")
@@ -288,8 +289,10 @@ def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> l
         if "vnc_password" in params:
             raise InvalidParameter("params['vnc_password']: set params['vnc_bind_address'] too")
         return []
+    listen = check_vnc_listen(listen or "127.0.0.1", "vnc_password" in params,
+                              "params['vnc_bind_address']")
     port = instance.network_port
-    graphics = Graphics(listen=listen or "127.0.0.1", port=port,
+    graphics = Graphics(listen=listen, port=port,
                         autoport=port is None, passwd=params.get("vnc_password"))
     if shape.xen_pv:
         return [graphics]

@@ -5,6 +5,7 @@ Each raises InvalidParameter naming the field and saying what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 
@@ -54,3 +55,16 @@ def check_int_range(value, low: int, high: int, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidParameter(f"{field} {value!r}: use a whole number from {low} to {high}")
     return value
+
+
+def check_vnc_listen(address: str, has_password: bool, field: str) -> str:
+    """A VNC listen address; anything but loopback needs a password (anyone could connect)."""
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except (ValueError, TypeError):
+        raise InvalidParameter(f"{field} {address!r}: use an IPv4 or IPv6 address such as "
+                               "127.0.0.1 or ::1") from None
+    if not loopback and not has_password:
+        raise InvalidParameter(f"{field} {address!r}: VNC beyond loopback needs a password; "
+                               "set one, or listen on 127.0.0.1 or ::1")
+    return address

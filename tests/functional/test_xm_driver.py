@@ -346,6 +346,17 @@ def test_hvm_with_vnc_password_is_private(env, tmp_path):
         (str(iso), "hdc", False, True)]
 
 
+def test_hvm_vnc_is_loopback_unless_a_password_is_set(env):
+    open_vnc = env.instance(kind=GuestKind.HVM, params={"vnc_bind_address": "0.0.0.0"})
+    with pytest.raises(InvalidParameter, match="VNC beyond loopback needs a password"):
+        env.driver.spawn(open_vnc, "base")
+    assert env.leftovers(open_vnc) == []
+    inst = env.instance(kind=GuestKind.HVM, params={})
+    env.driver.spawn(inst, "base")
+    with libxlutil.XlConfig(env.config_path()) as xl:
+        assert xl.get_string("vnclisten") == "127.0.0.1" and xl.get_string("vncpasswd") is None
+
+
 def test_get_instance_rebuilds_from_config(env, tmp_path):
     password = tmp_path / "pw"
     password.write_text("pw")
