@@ -178,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=512, metavar="MiB")
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--disk-gb", type=int, default=1)
-    p.add_argument("--kernel", help="kernel for direct boot")
-    p.add_argument("--initrd")
+    p.add_argument("--kernel", help="kernel for direct boot: a file in a directory of "
+                   "[DEFAULT] boot_file_dirs (or --param kernel_image=IMAGE from the store)")
+    p.add_argument("--initrd", help="initrd, like --kernel (or --param initrd_image=IMAGE)")
+    p.add_argument("--cdrom", help="ISO attached as a cdrom, like --kernel "
+                   "(or --param cdrom_image=IMAGE)")
     p.add_argument("--cmdline", help="kernel command line")
     p.add_argument("--nic", action="append", default=[],
                    metavar="bridge=BR[,mac=M][,model=X]",
@@ -288,10 +291,13 @@ class Commands:
     def _instance_from_args(self) -> Instance:
         a = self.args
         params = dict(one_key_value(p, "--param") for p in a.param)
+        # Relative to where the user stands; the driver checks the directory is allowed.
         for key, value in (("kernel_path", a.kernel), ("initrd_path", a.initrd),
-                           ("kernel_args", a.cmdline)):
+                           ("cdrom_image_path", a.cdrom)):
             if value is not None:
-                params[key] = os.path.abspath(value) if key != "kernel_args" else value
+                params[key] = os.path.abspath(value)
+        if a.cmdline is not None:
+            params["kernel_args"] = a.cmdline
         return Instance(name=a.name, image=a.image,
                         flavor=Flavor(memory_mb=a.memory, vcpus=a.vcpus, root_gb=a.disk_gb),
                         kind=GuestKind(a.guest), params=params,

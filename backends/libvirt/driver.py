@@ -10,6 +10,7 @@ reconnects and retries once when the daemon went away.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from lxml import etree
 
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
+from virt.bootfiles import resolve_boot_files
 from virt.domain import METADATA_NS, Disk, Domain
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -294,6 +296,8 @@ class LibvirtDriver(ComputeDriver):
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None) -> str:
         version = self._host_facts().hypervisor_version
+        instance = dataclasses.replace(instance, params=resolve_boot_files(
+            instance.params, self.store, self.conf.boot_file_dirs))
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
