@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from backends.libvirt.driver import LibvirtDriver
 from backends.xm.driver import XmDriver
+from tests.unit.test_libvirt_driver import serving_driver
 from tests.xm_double import DoubleHost
 from virt import images
 from virt.conf import make_conf
@@ -115,12 +116,7 @@ def libvirt_driver(tmp_path_factory):
     raw = root / "tiny.raw"
     images.create_image("raw", str(raw), "1M")
     LocalImageStore.from_conf(conf).import_image("tiny", str(raw), "raw")
-    driver = LibvirtDriver(conf, event_stop_delay=0.1)
-    driver.init_host("localhost")
-    yield driver
-    for name in driver.list_instances():
-        driver.destroy(driver.get_instance(name))
-    driver.close()
+    yield from serving_driver(conf)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

@@ -53,14 +53,19 @@ def store(conf, tmp_path):
     return store
 
 
-@pytest.fixture
-def driver(conf, store):
+def serving_driver(conf):
+    """A LibvirtDriver with its host initialised; what it spawned is destroyed after."""
     driver = LibvirtDriver(conf, event_stop_delay=0.1)
     driver.init_host("localhost")
     yield driver
     for name in driver.list_instances():
         driver.destroy(driver.get_instance(name))
     driver.close()
+
+
+@pytest.fixture
+def driver(conf, store):
+    yield from serving_driver(conf)
 
 
 def _instance(name="unit-vm", **kwargs):
