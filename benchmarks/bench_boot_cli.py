@@ -54,7 +54,7 @@ def main() -> None:
     config = os.path.join(work, "virt-driver.conf")
     with open(config, "w") as f:
         f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
-                "[libvirt]\nshutdown_timeout = 0\n")
+                f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
     vd = [CLI, "--config-file", config]
     subprocess.run([*vd, "image", "import", "bench", os.path.join(GUEST, "disk.raw"),
                     "--format", "raw"], check=True, stdout=subprocess.DEVNULL)

@@ -112,7 +112,8 @@ def main() -> None:
         sys.exit("build the demo guest first: tools/build-demo-guest.sh")
     state = tempfile.mkdtemp(prefix="bench-spawn-", dir="/tmp")
     try:
-        conf = make_conf(virt_type="qemu", state_path=state, libvirt__connection_uri=URI,
+        conf = make_conf(virt_type="qemu", state_path=state, boot_file_dirs=[GUEST_DIR],
+                         libvirt__connection_uri=URI,
                          libvirt__shutdown_timeout=0)
         LocalImageStore.from_conf(conf).import_image(
             "demo", os.path.join(GUEST_DIR, "disk.raw"), "raw", {"arch": "x86_64"})

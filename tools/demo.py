@@ -57,7 +57,9 @@ def wait_for_console(line: str, timeout: float = 120) -> str:
 def main() -> None:
     os.makedirs(WORK, exist_ok=True)
     with open(CONFIG, "w") as f:
+        # The kernel and initrd are boot files: their directory must be allowed.
         f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {WORK}/state\n"
+                f"boot_file_dirs = {GUEST}\n"
                 "[libvirt]\nshutdown_timeout = 10\n")
     step("build the demo guest", os.path.join(ROOT, "tools", "build-demo-guest.sh"), GUEST)
     # Leftovers of an interrupted earlier demo: destroy is idempotent.

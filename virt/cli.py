@@ -8,8 +8,10 @@ Exit status: 0 success, 1 operation error, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import random
 import sys
@@ -22,13 +24,15 @@ from oslo_config import cfg
 from virt import images
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
-from virt.errors import InstanceNotFound, VirtError
+from virt.errors import InstanceNotFound, InvalidConfig, VirtError
 from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+SYSLOG_SOCKET = "/dev/log"
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
 class UsageError(Exception):
@@ -174,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=512, metavar="MiB")
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--disk-gb", type=int, default=1)
-    p.add_argument("--kernel", help="kernel for direct boot")
-    p.add_argument("--initrd")
+    p.add_argument("--kernel", help="kernel for direct boot: a file in a directory of "
+                   "[DEFAULT] boot_file_dirs (or --param kernel_image=IMAGE from the store)")
+    p.add_argument("--initrd", help="initrd, like --kernel (or --param initrd_image=IMAGE)")
+    p.add_argument("--cdrom", help="ISO attached as a cdrom, like --kernel "
+                   "(or --param cdrom_image=IMAGE)")
     p.add_argument("--cmdline", help="kernel command line")
     p.add_argument("--nic", action="append", default=[],
                    metavar="bridge=BR[,mac=M][,model=X]",
@@ -284,10 +291,13 @@ class Commands:
     def _instance_from_args(self) -> Instance:
         a = self.args
         params = dict(one_key_value(p, "--param") for p in a.param)
+        # Relative to where the user stands; the driver checks the directory is allowed.
         for key, value in (("kernel_path", a.kernel), ("initrd_path", a.initrd),
-                           ("kernel_args", a.cmdline)):
+                           ("cdrom_image_path", a.cdrom)):
             if value is not None:
-                params[key] = os.path.abspath(value) if key != "kernel_args" else value
+                params[key] = os.path.abspath(value)
+        if a.cmdline is not None:
+            params["kernel_args"] = a.cmdline
         return Instance(name=a.name, image=a.image,
                         flavor=Flavor(memory_mb=a.memory, vcpus=a.vcpus, root_gb=a.disk_gb),
                         kind=GuestKind(a.guest), params=params,
@@ -414,13 +424,63 @@ def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
     return make_conf(cli_args, **overrides)
 
 
+def log_handler(log_file: str) -> logging.Handler:
+    """The log file (its directory made), else syslog, else nowhere: never stderr."""
+    if log_file:
+        try:
+            os.makedirs(os.path.dirname(log_file), exist_ok=True)
+            return logging.FileHandler(log_file)
+        except OSError:
+            pass
+    if os.path.exists(SYSLOG_SOCKET):
+        return logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+    return logging.NullHandler()
+
+
+@contextlib.contextmanager
+def logging_to(conf: cfg.ConfigOpts, debug: bool):
+    """Warnings (and with --debug everything) to the log, so stderr keeps one line.
+
+    --debug also copies the log to stderr. Undone on exit: main() may run in a
+    process that logs elsewhere (tests, a manager calling it).
+    """
+    root = logging.getLogger()
+    handlers = [log_handler(conf.log_file)]
+    if debug:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    saved_level = root.level
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    logging.captureWarnings(True)  # Python warnings go the same way
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(saved_level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
     try:
-        Commands(args, make_cli_conf(args)).run()
+        conf = make_cli_conf(args)
+    except InvalidConfig as exc:
+        print(f"virt-driver: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with logging_to(conf, args.debug):
+        return run(parser, args, conf)
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
+        conf: cfg.ConfigOpts) -> int:
+    """Run the command; errors become one line on stderr and an exit status."""
+    try:
+        Commands(args, conf).run()
     except (UsageError, cfg.Error) as exc:
         parser.print_usage(sys.stderr)
         print(f"virt-driver: error: {exc}", file=sys.stderr)

@@ -1,11 +1,19 @@
 """Every oslo.config option of virt-driver, in one place.
 
 `make_conf()` gives a fresh ConfigOpts with all options registered, so tests
-and the CLI never share global state. `list_opts()` feeds
+and the CLI never share global state, and checks every value at once
+(`check_conf`): a bad value is one InvalidConfig naming the option, not a
+surprise in the middle of an operation. `list_opts()` feeds
 oslo-config-generator, which writes etc/virt-driver/virt-driver.conf.sample.
 """
 
-from oslo_config import cfg
+import os
+
+from oslo_concurrency import opts as concurrency_opts
+from oslo_config import cfg, types
+
+from virt.errors import InvalidConfig
+from virt.validation import ACCEPTED_IMAGE_FORMATS
 
 DEFAULT_OPTS = [
     cfg.StrOpt("backend", default="auto",
@@ -27,7 +35,16 @@ DEFAULT_OPTS = [
     cfg.StrOpt("instances_path", default="$state_path/instances",
                help="Where instance directories ({instances_path}/{uuid}) live."),
     cfg.StrOpt("lock_path", default="$state_path/locks",
-               help="Directory for the external (inter-process) lock files."),
+               help="Directory for the external (inter-process) lock files; "
+                    "[oslo_concurrency] lock_path takes precedence when set."),
+    cfg.ListOpt("boot_file_dirs", default=[],
+                help="Directories whose regular files instances may name as kernel, "
+                     "initrd or cdrom (params kernel_path, initrd_path, "
+                     "cdrom_image_path). Empty: such files come only from the image "
+                     "store (params kernel_image, initrd_image, cdrom_image)."),
+    cfg.StrOpt("log_file", default="$state_path/log/virt-driver.log",
+               help="Where the CLI logs warnings (and, with --debug, everything); "
+                    "empty logs to syslog. Stderr carries only the one-line error."),
 ]
 
 LIBVIRT_OPTS = [
@@ -54,14 +71,19 @@ LIBVIRT_OPTS = [
                help="Largest tail of the console log returned to a caller."),
 ]
 
+# What virt.images.parse_size reads: bytes, or a number with a binary unit.
+SIZE_PATTERN = r"^\d+[KMGTkmgt]?[Bb]?$"
+
 IMAGES_OPTS = [
     cfg.StrOpt("store_path", default="$state_path/images",
                help="Directory of the local image store (imported images)."),
     cfg.StrOpt("cache_path", default="$state_path/_base",
                help="Directory of the per-host base image cache."),
     cfg.ListOpt("allowed_formats", default=["qcow2", "raw", "vmdk", "vpc"],
-                help="Image formats accepted on import."),
-    cfg.StrOpt("max_virtual_size", default="1T",
+                item_type=types.String(choices=ACCEPTED_IMAGE_FORMATS),
+                help="Image formats accepted on import, among "
+                     f"{', '.join(ACCEPTED_IMAGE_FORMATS)}."),
+    cfg.StrOpt("max_virtual_size", default="1T", regex=SIZE_PATTERN,
                help="Largest virtual size accepted for an imported image "
                     "(bytes, or a number with K, M, G or T)."),
     cfg.IntOpt("qemu_img_address_space_mb", default=1024, min=64,
@@ -70,7 +92,7 @@ IMAGES_OPTS = [
                help="CPU time limit of qemu-img when it reads an untrusted image."),
     cfg.BoolOpt("snapshot_compression", default=False,
                 help="Compress qcow2 snapshots by default."),
-    cfg.StrOpt("max_chain_import_size", default="64G",
+    cfg.StrOpt("max_chain_import_size", default="64G", regex=SIZE_PATTERN,
                help="Largest total unpacked size of an imported image chain."),
 ]
 
@@ -93,12 +115,26 @@ XM_OPTS = [
                help="Attempts of read-only toolstack commands (list, info)."),
 ]
 
+# oslo.concurrency's own options ([oslo_concurrency] lock_path, ...).
+CONCURRENCY_GROUP, CONCURRENCY_OPTS = concurrency_opts.list_opts()[0]
+
 GROUPS = [
     (None, DEFAULT_OPTS),
     ("libvirt", LIBVIRT_OPTS),
     ("images", IMAGES_OPTS),
     ("xm", XM_OPTS),
+    (CONCURRENCY_GROUP, CONCURRENCY_OPTS),
 ]
+
+# Paths that must be absolute, as (group, option): a relative or empty one
+# would resolve against whatever directory the process runs in, or the root.
+ABSOLUTE_PATHS = [
+    (None, "state_path"), (None, "instances_path"), (None, "lock_path"),
+    ("images", "store_path"), ("images", "cache_path"),
+    ("xm", "config_dir"), ("xm", "log_dir"),
+]
+# Paths that may be empty (unset) but are absolute when set.
+OPTIONAL_PATHS = [(None, "log_file"), (CONCURRENCY_GROUP, "lock_path")]
 
 
 def list_opts():
@@ -107,16 +143,82 @@ def list_opts():
 
 
 def make_conf(args=(), config_files=None, **overrides) -> cfg.ConfigOpts:
-    """A fresh ConfigOpts with every option registered and parsed.
+    """A fresh ConfigOpts with every option registered, parsed and checked.
 
     overrides: "option" or "group__option" -> value, for tests and the CLI.
+    Raises InvalidConfig (one line naming the option) for a bad value.
     """
     conf = cfg.ConfigOpts()
     for group, opts in GROUPS:
         conf.register_opts(opts, group=group)
-    conf(list(args), project="virt-driver", default_config_files=config_files or [],
-         default_config_dirs=[])
+    try:
+        conf(list(args), project="virt-driver", default_config_files=config_files or [],
+             default_config_dirs=[])
+    except cfg.Error as exc:
+        raise InvalidConfig(f"configuration: {exc}") from None
     for key, value in overrides.items():
         group, _, name = key.rpartition("__")
         conf.set_override(name, value, group=group or None)
+    check_conf(conf)
     return conf
+
+
+def option_value(conf: cfg.ConfigOpts, group: str | None, name: str):
+    """The value of one option; a malformed one raises InvalidConfig naming it."""
+    try:
+        return (conf[group] if group else conf)[name]
+    except (cfg.Error, ValueError) as exc:
+        reason = str(exc).rpartition(" is not valid: ")[2] or str(exc)
+        raw, source = _raw_value(conf, group, name)
+        where = f"configuration [{group or 'DEFAULT'}] {name}"
+        if source:
+            where += f" (set in {source}) {raw!r}"
+        raise InvalidConfig(f"{where}: {reason}") from None
+
+
+def check_conf(conf: cfg.ConfigOpts) -> None:
+    """Every option readable and sane; raises InvalidConfig on the first bad one."""
+    for group, opts in GROUPS:
+        for opt in opts:
+            option_value(conf, group, opt.dest)
+    for group, name in ABSOLUTE_PATHS + OPTIONAL_PATHS:
+        value = option_value(conf, group, name)
+        if (group, name) in OPTIONAL_PATHS and not value:
+            continue
+        _check_absolute(conf, group, name, value)
+    for directory in conf.boot_file_dirs:
+        _check_absolute(conf, None, "boot_file_dirs", directory)
+    if not conf.images.allowed_formats:
+        raise InvalidConfig(f"{_where(conf, 'images', 'allowed_formats')} is empty: use one "
+                            f"or more of {', '.join(ACCEPTED_IMAGE_FORMATS)}")
+
+
+def _raw_value(conf, group: str | None, name: str) -> tuple[str | None, str | None]:
+    """The text of an option in the last config file that sets it, and that file."""
+    found: tuple[str | None, str | None] = (None, None)
+    for path in conf.config_file or ():
+        sections: dict = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue
+        values = sections.get(group or "DEFAULT", {}).get(name)
+        if values:
+            found = (values[-1], path)
+    return found
+
+
+def _check_absolute(conf, group: str | None, name: str, value: str) -> None:
+    if not value or not os.path.isabs(value) or not value.isprintable():
+        raise InvalidConfig(f"{_where(conf, group, name)} {value!r}: use an absolute path "
+                            "such as /var/lib/virt-driver")
+
+
+def _where(conf, group: str | None, name: str) -> str:
+    """'[group] name (in FILE)': where a person finds the value to fix."""
+    where = f"configuration [{group or 'DEFAULT'}] {name}"
+    try:
+        detail = conf.get_location(name, group).detail
+    except (cfg.Error, ValueError):
+        detail = None
+    return f"{where} (set in {detail})" if detail and os.path.isabs(detail) else where

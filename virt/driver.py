@@ -1,30 +1,95 @@
 """The contract a compute manager sees, and the choice of backend.
 
 Backends are found through the `virt.backends` entry points, never imported
-by module name here.
+by module name here. Every contract method of every backend checks its
+arguments once, at this boundary (ARGUMENT_CHECKS), so bad input from a
+caller is an InvalidParameter naming the argument, never a TypeError or an
+lxml ValueError from deep inside.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
-from virt.errors import BackendUnavailable
+from virt.errors import BackendUnavailable, InvalidParameter
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
+from virt.validation import (
+    check_block_devices,
+    check_bool,
+    check_callable,
+    check_image_name,
+    check_instance,
+    check_instance_name,
+    check_nics,
+    check_optional_callable,
+    check_optional_int,
+    check_text,
+)
 
 LOG = logging.getLogger(__name__)
 BACKEND_GROUP = "virt.backends"
 
 
+# Each argument name of the contract, and the check its value passes first.
+ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
+    "instance": check_instance,
+    "name": lambda value, field: check_instance_name(value, "instance name"),
+    "image_id": lambda value, field: check_image_name(value, "image"),
+    "image_name": check_image_name,
+    "nics": check_nics,
+    "block_devices": check_block_devices,
+    "host": check_text,
+    "dest": check_text,
+    "fmt": check_text,
+    "destroy_disks": check_bool,
+    "hard": check_bool,
+    "live": check_bool,
+    "compress": check_bool,
+    "timeout": check_optional_int,
+    "progress": check_optional_callable,
+    "callback": check_callable,
+}
+
+
+def checked_at_the_boundary(method: Callable) -> Callable:
+    """The method with every argument checked by ARGUMENT_CHECKS before it runs."""
+    signature = inspect.signature(method)
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            bound = signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            raise InvalidParameter(f"{method.__name__}(): {exc}") from None
+        for name, value in list(bound.arguments.items())[1:]:
+            bound.arguments[name] = ARGUMENT_CHECKS[name](value, name)
+        return method(*bound.args, **bound.kwargs)
+
+    checked.boundary_checked = True
+    return checked
+
+
 class ComputeDriver(abc.ABC):
     """One host's hypervisor, as a compute manager drives it.
 
-    Every method raises a subclass of virt.errors.VirtError on failure.
+    Every method raises a subclass of virt.errors.VirtError on failure, and
+    only InvalidParameter for malformed arguments (checked before the
+    backend's code runs: see __init_subclass__).
     """
 
     name = "abstract"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in CONTRACT_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "boundary_checked", False):
+                setattr(cls, name, checked_at_the_boundary(method))
 
     def __init__(self, conf):
         self.conf = conf
@@ -110,6 +175,12 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         """callback(instance_name, event) with event one of PowerState values."""
+
+
+# The public methods a compute manager calls; each backend's are checked.
+CONTRACT_METHODS = tuple(
+    name for name, member in vars(ComputeDriver).items()
+    if getattr(member, "__isabstractmethod__", False))
 
 
 class _InstalledBackends:

@@ -12,6 +12,10 @@ class InvalidParameter(VirtError):
     """A caller-supplied value is malformed or out of range."""
 
 
+class InvalidConfig(VirtError):
+    """A configuration value is malformed; the message names the option."""
+
+
 class ImageError(VirtError):
     """A qemu-img operation failed; carries the command's stderr."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,15 +32,12 @@ from virt.errors import InvalidParameter
 from virt.objects import NIC, BlockDevice, GuestKind, Instance
 from virt.validation import (
     check_absolute_path,
-    check_image_name,
-    check_instance_name,
-    check_int_range,
+    check_instance,
     check_mac,
+    check_vnc_listen,
 )
 
 VIRT_TYPES = ("kvm", "qemu", "xen")
-MEMORY_MB_RANGE = (16, 4 * 1024 * 1024)
-VCPUS_RANGE = (1, 256)
 XEN_HVMLOADER = "/usr/lib/xen/boot/hvmloader"
 BOOT_LETTERS = {"a": "fd", "c": "hd", "d": "cdrom", "n": "network"}
 DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
@@ -141,25 +137,6 @@ def read_params(params: dict[str, str]) -> dict[str, object]:
                 raise InvalidParameter(f"params[{key!r}] {raw!r}: use a string")
             values[key] = param.check(raw, f"params[{key!r}]")
     return values
-
-
-def _check_instance(instance: Instance) -> None:
-    check_instance_name(instance.name, "instance name")
-    try:
-        uuidlib.UUID(instance.uuid)
-    except (ValueError, TypeError, AttributeError):
-        raise InvalidParameter(
-            f"instance uuid {instance.uuid!r}: use a UUID such as "
-            "6f1d1a7e-3b8f-4f57-9f5b-2f0a8c2e6d41") from None
-    if instance.image is not None:
-        check_image_name(instance.image, "instance image")
-    flavor = instance.flavor
-    check_int_range(flavor.memory_mb, *MEMORY_MB_RANGE, "flavor memory_mb")
-    check_int_range(flavor.vcpus, *VCPUS_RANGE, "flavor vcpus")
-    check_int_range(flavor.root_gb, 0, 1 << 20, "flavor root_gb")
-    _text(flavor.name, "flavor name")
-    if instance.network_port is not None:
-        check_int_range(instance.network_port, 5900, 65535, "instance network_port")
 
 
 def _check_disk(index: int, device: BlockDevice) -> None:
@@ -288,8 +265,10 @@ def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> l
         if "vnc_password" in params:
             raise InvalidParameter("params['vnc_password']: set params['vnc_bind_address'] too")
         return []
+    listen = check_vnc_listen(listen or "127.0.0.1", "vnc_password" in params,
+                              "params['vnc_bind_address']")
     port = instance.network_port
-    graphics = Graphics(listen=listen or "127.0.0.1", port=port,
+    graphics = Graphics(listen=listen, port=port,
                         autoport=port is None, passwd=params.get("vnc_password"))
     if shape.xen_pv:
         return [graphics]
@@ -311,7 +290,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
     Raises InvalidParameter naming the field at fault.
     """
     shape = _shape(instance, virt_type)
-    _check_instance(instance)
+    check_instance(instance)
     params = read_params(instance.params)
     _choice(ARCHES)(arch, "arch")
     if machine is not None and not _MACHINE.fullmatch(machine):

@@ -55,7 +55,8 @@ class ImageCache:
 
     @classmethod
     def from_conf(cls, conf) -> ImageCache:
-        return cls(conf.images.cache_path, conf.lock_path, LocalImageStore.from_conf(conf))
+        return cls(conf.images.cache_path, conf.oslo_concurrency.lock_path or conf.lock_path,
+                   LocalImageStore.from_conf(conf))
 
     def base_path(self, image: StoredImage) -> str:
         return os.path.join(self.base_dir, f"{image.format}-{image.sha256}")

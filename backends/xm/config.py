@@ -19,7 +19,13 @@ from backends.xm.params import as_bool
 from virt import disk as diskpolicy
 from virt.errors import InvalidParameter
 from virt.objects import NIC, GuestKind
-from virt.validation import check_image_name, check_instance_name, check_int_range, check_mac
+from virt.validation import (
+    check_image_name,
+    check_instance_name,
+    check_int_range,
+    check_mac,
+    check_vnc_listen,
+)
 
 VNC_BASE_PORT = 5900
 HEADER = "# Written by virt-driver (xm backend); edits are lost on the next spawn.\n"
@@ -273,7 +279,8 @@ def _hvm_devices(cfg: GuestConfig) -> list[tuple[str, str]]:
         ("boot", quote("boot_order", v["boot_order"])),
         ("sdl", "0"),
         ("vnc", "1"),
-        ("vnclisten", quote("vnc_bind_address", v["vnc_bind_address"])),
+        ("vnclisten", quote("vnc_bind_address", check_vnc_listen(
+            v["vnc_bind_address"], cfg.vnc_password is not None, "parameter vnc_bind_address"))),
     ]
     if cfg.network_port is not None:
         check_int_range(cfg.network_port, VNC_BASE_PORT, 65535, "network_port")

@@ -28,6 +28,7 @@ from backends.xm.toolstack import (
     xm_available,
 )
 from virt import images
+from virt.bootfiles import resolve_boot_files
 from virt.disk import DiskProbe, is_block_device, pick_disk_driver_name
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -153,7 +154,9 @@ class XmDriver(ComputeDriver):
                       block_devices: Iterable[BlockDevice]) -> tuple[xmconfig.GuestConfig, str]:
         """The config to write and the instance disk format; checks everything first."""
         check_instance_name(instance.name)
-        values = params.check_syntax(instance.kind, instance.params)
+        boot_params = resolve_boot_files(instance.params, self._cache().store,
+                                         self.conf.boot_file_dirs)
+        values = params.check_syntax(instance.kind, boot_params)
         params.check_node(values)
         toolstack = self.toolstack.command
         driver = self._disk_driver()

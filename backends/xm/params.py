@@ -99,7 +99,8 @@ PARAMETERS: tuple[Param, ...] = (
     Param("pae", HVM, default="true", syntax=BOOL),
     Param("acpi", HVM, default="true", syntax=BOOL),
     Param("apic", HVM, default="true", syntax=BOOL),
-    Param("vnc_bind_address", HVM, default="0.0.0.0", syntax=IP_ADDRESS),
+    # Loopback unless a password is set (config.render checks the pair).
+    Param("vnc_bind_address", HVM, default="127.0.0.1", syntax=IP_ADDRESS),
     Param("vnc_password_file", HVM, syntax=ABS_PATH, node=FILE_EXISTS),
     Param("nic_type", HVM, default="rtl8139", syntax=in_set(*NIC_TYPES)),
     Param("cdrom_image_path", HVM, syntax=ABS_PATH, node=FILE_EXISTS),

@@ -2,7 +2,8 @@
 
 The command name (xl or xm), the runner and the sleep between retries are
 injected, so tests feed recorded output or put a toolstack double on PATH.
-`parse_list` and `parse_info` are pure functions of the text.
+`parse_list` and `parse_info` are pure functions of the text; both skip the
+notices xm prints around its output (NOTICE_LINES).
 """
 
 from __future__ import annotations
@@ -25,13 +26,34 @@ DOM0_NAME = "Domain-0"
 
 Runner = Callable[[Sequence[str]], str]
 
+# What xm itself prints besides a command's answer, line by line. From Xen 4.4
+# on, the xm wrapper (tools/python/xen/xm/xm) prints the first line on every
+# run and, on the first run after boot, the longer notice after it. They go
+# to stderr, but a runner over ssh or a pty, or `2>&1`, interleaves them with
+# the table. Only exact lines are skipped: a domain may be named "WARNING:".
+NOTICE_LINES = frozenset({
+    "WARNING: xend/xm is deprecated.",
+    "xend is deprecated and scheduled for removal. Please migrate to another",
+    "toolstack ASAP.",
+    "See http://wiki.xen.org/wiki/Choice_of_Toolstacks for information on",
+    "other alternatives, including xl which is designed to be a drop in",
+    "replacement for xm (http://wiki.xen.org/wiki/XL).",
+})
+LIST_HEADING = ("Name", "ID", "Mem", "VCPUs", "State", "Time(s)")
+
+
+def answer_lines(text: str) -> list[str]:
+    """The non-blank lines of a toolstack's output, without xm's notices."""
+    return [line for line in text.splitlines()
+            if line.strip() and line.strip() not in NOTICE_LINES]
+
 
 def run_command(argv: Sequence[str]) -> str:
     """Run argv; return stdout, or raise ToolstackError quoting stderr."""
     try:
         out, _err = processutils.execute(*argv)
     except processutils.ProcessExecutionError as exc:
-        detail = (exc.stderr or exc.stdout or "").strip()
+        detail = " ".join(answer_lines(exc.stderr or exc.stdout or ""))
         raise ToolstackError(
             f"'{' '.join(argv)}' failed with exit code {exc.exit_code}: {detail}") from None
     except OSError as exc:
@@ -108,11 +130,14 @@ def _valid_flags(flags: str) -> bool:
 
 
 def parse_list(text: str, include_dom0: bool = False) -> list[DomainRow]:
-    """Rows of `xm list` / `xl list` output; the heading line is skipped."""
+    """Rows of `xm list` / `xl list` output, which must start with the heading."""
+    lines = answer_lines(text)
+    if not lines or tuple(lines[0].split()) != LIST_HEADING:
+        first = lines[0] if lines else ""
+        raise ToolstackError(f"cannot parse list output: it starts with {first!r}, not the "
+                             f"heading '{' '.join(LIST_HEADING)}'")
     rows = []
-    for line in text.splitlines()[1:]:
-        if not line.strip():
-            continue
+    for line in lines[1:]:
         fields = line.split()
         if len(fields) != 6:
             raise ToolstackError(f"cannot parse list output line {line!r}: "
@@ -162,7 +187,7 @@ _INFO_REQUIRED = {"memory_total": "total_memory", "memory_free": "free_memory",
 def parse_info(text: str) -> dict[str, int | str]:
     """`key : value` lines of `info`, the ones HostInfo needs, typed."""
     facts: dict[str, int | str] = {}
-    for line in text.splitlines():
+    for line in answer_lines(text):
         key, sep, value = line.partition(":")
         if not sep:
             continue

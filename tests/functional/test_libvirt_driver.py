@@ -16,6 +16,7 @@ import pytest
 
 from backends.libvirt.driver import LibvirtDriver
 from tests.functional.conftest import (
+    DEMO_GUEST_DIR,
     console_lines,
     read_disk_marker,
     restart_libvirtd,
@@ -38,6 +39,7 @@ def state_dir(tmp_path_factory):
 @pytest.fixture
 def conf(state_dir, libvirt_daemons):
     return make_conf(virt_type="qemu", state_path=str(state_dir),
+                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
                      libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=30,
                      libvirt__shutdown_retry_interval=3, libvirt__wait_soft_reboot_seconds=60)
 
@@ -189,7 +191,7 @@ def test_soft_reboot_pause_and_suspend(driver, conf, store, demo_guest, events):
 @pytest.mark.parametrize("case, step", [
     ("missing image", "image"),
     ("vcpus over the machine limit", "define"),
-    ("missing kernel", "start"),
+    ("missing kernel", "xml"),
     ("missing bridge", "start"),
     ("disk bus qemu cannot start", "start"),
 ])
@@ -201,7 +203,7 @@ def test_failed_spawn_leaves_nothing(driver, conf, demo_guest, case, step):
     elif case == "vcpus over the machine limit":
         instance.flavor = Flavor(memory_mb=128, vcpus=256, root_gb=1)
     elif case == "missing kernel":
-        instance.params["kernel_path"] = "/nonexistent/vmlinuz"
+        instance.params["kernel_path"] = str(DEMO_GUEST_DIR / "missing-vmlinuz")
     elif case == "missing bridge":
         nics = (NIC(mac=MAC, bridge="vd-nosuchbr"),)
     else:
@@ -247,7 +249,8 @@ def test_domain_type_is_tcg(driver, demo_guest, libvirt_system):
 def test_a_guest_deaf_to_acpi_is_rebooted_and_destroyed_hard(state_dir, store, demo_guest):
     """acpi=off: the guest never hears the power button, so both timeouts must act."""
     conf = make_conf(virt_type="qemu", state_path=str(state_dir),
-                     libvirt__shutdown_timeout=3, libvirt__shutdown_retry_interval=1,
+                     boot_file_dirs=[str(DEMO_GUEST_DIR)], libvirt__shutdown_timeout=3,
+                     libvirt__shutdown_retry_interval=1,
                      libvirt__wait_soft_reboot_seconds=3)
     driver = LibvirtDriver(conf)
     instance = _instance(demo_guest, "fn-deaf",

@@ -50,7 +50,7 @@ class Env:
         self.spelling = spelling
         self.double = DoubleHost(str(tmp_path / "double"))
         monkeypatch.setenv("PATH", self.double.bin_dir + os.pathsep + os.environ["PATH"])
-        self.conf = make_conf(state_path=str(tmp_path / "state"),
+        self.conf = make_conf(state_path=str(tmp_path / "state"), boot_file_dirs=[str(tmp_path)],
                               xm__config_dir=str(tmp_path / "etc-xen"),
                               xm__log_dir=str(tmp_path / "log"), xm__toolstack=spelling,
                               xm__shutdown_timeout=1, xm__reboot_timeout=3)
@@ -149,7 +149,8 @@ def test_failure_at_each_spawn_step_leaves_nothing(env, tmp_path):
 
     blocked = tmp_path / "etc-xen-is-a-file"
     blocked.write_text("")
-    conf = make_conf(state_path=env.conf.state_path, xm__config_dir=str(blocked),
+    conf = make_conf(state_path=env.conf.state_path, boot_file_dirs=env.conf.boot_file_dirs,
+                     xm__config_dir=str(blocked),
                      xm__toolstack=env.spelling)
     driver = env.make_driver(conf)
     with pytest.raises(SpawnError, match="step 'config'"):
@@ -169,11 +170,38 @@ def test_bad_parameters_refused_before_anything_is_made(env):
     inst = env.instance(params={"kernel_path": str(env.kernel), "kernel_args": "a'b"})
     with pytest.raises(InvalidParameter, match="kernel_args"):
         env.driver.spawn(inst, "base")
-    inst = env.instance(params={"kernel_path": "/nonexistent/vmlinuz"})
-    with pytest.raises(InvalidParameter, match="does not exist on this host"):
+    inst = env.instance(params={"kernel_path": str(env.kernel.parent / "missing-vmlinuz")})
+    with pytest.raises(InvalidParameter, match="No such file"):
         env.driver.spawn(inst, "base")
     assert env.leftovers(inst) == []
     assert all(command[0] in ("info", "list") for command in env.commands())
+
+
+@pytest.mark.parametrize("kind, params, message", [
+    (GuestKind.PV, {"kernel_path": "KERNEL", "initrd_path": "/etc/shadow"},
+     "initrd_path'] '/etc/shadow': not inside a directory allowed for boot files"),
+    (GuestKind.HVM, {"cdrom_image_path": "/dev/vda"}, "cdrom_image_path'] '/dev/vda': not inside"),
+    (GuestKind.PV, {"kernel_image": "base", "initrd_image": "base", "kernel_path": "KERNEL"},
+     "give kernel_image or kernel_path, not both"),
+])
+def test_host_files_never_reach_the_config(env, kind, params, message):
+    params = {k: v.replace("KERNEL", str(env.kernel)) for k, v in params.items()}
+    inst = env.instance(kind=kind, params=params)
+    with pytest.raises(InvalidParameter) as err:
+        env.driver.spawn(inst, "base")
+    assert message in str(err.value)
+    assert env.leftovers(inst) == []
+
+
+def test_kernel_and_cdrom_from_the_store(env):
+    base = env.cache.store.get("base").path
+    pv = env.instance(params={"kernel_image": "base", "initrd_image": "base"})
+    hvm = env.instance(name="win", kind=GuestKind.HVM, params={"cdrom_image": "base"})
+    for inst in (pv, hvm):
+        env.driver.spawn(inst, "base")
+    with libxlutil.XlConfig(env.config_path()) as xl:
+        assert (xl.get_string("kernel"), xl.get_string("ramdisk")) == (base, base)
+    assert env.driver.get_instance("win").params["cdrom_image_path"] == base
 
 
 def test_destroy_graceful_then_idempotent(env):
@@ -254,6 +282,15 @@ def test_list_failure_is_retried(env):
         env.driver.list_instances()
 
 
+def test_xm_4_4_notice_in_the_output_is_skipped(env):
+    env.double.set_behaviour(merged_notice=True, version="4.4.3")
+    inst = env.instance()
+    env.driver.spawn(inst, "base")
+    assert env.driver.list_instances() == ["web-01"]
+    assert env.driver.get_info(inst).num_cpu == 2
+    assert env.driver.get_host_info().memory_dom0 == 1023
+
+
 def test_host_info_and_console(env):
     info = env.driver.get_host_info()
     assert (info.memory_total, info.memory_dom0, info.cpu_total, info.cpu_sockets) == (
@@ -284,7 +321,7 @@ def test_migrate_and_hand_over_config(env, tmp_path, live):
     assert env.double.migrated()["web-01"]["host"] == "node2.example.com"
     assert not os.path.exists(env.config_path())
 
-    target_conf = make_conf(state_path=str(tmp_path / "t"),
+    target_conf = make_conf(state_path=str(tmp_path / "t"), boot_file_dirs=[str(tmp_path)],
                             xm__config_dir=str(tmp_path / "target-xen"),
                             xm__toolstack=env.spelling)
     target = env.make_driver(target_conf)
@@ -335,6 +372,17 @@ def test_hvm_with_vnc_password_is_private(env, tmp_path):
     assert [(d.target, d.vdev, d.readwrite, d.is_cdrom) for d in disks] == [
         (env.driver.disk_path(inst), "hda", True, False), (str(extra), "hdb", False, False),
         (str(iso), "hdc", False, True)]
+
+
+def test_hvm_vnc_is_loopback_unless_a_password_is_set(env):
+    open_vnc = env.instance(kind=GuestKind.HVM, params={"vnc_bind_address": "0.0.0.0"})
+    with pytest.raises(InvalidParameter, match="VNC beyond loopback needs a password"):
+        env.driver.spawn(open_vnc, "base")
+    assert env.leftovers(open_vnc) == []
+    inst = env.instance(kind=GuestKind.HVM, params={})
+    env.driver.spawn(inst, "base")
+    with libxlutil.XlConfig(env.config_path()) as xl:
+        assert xl.get_string("vnclisten") == "127.0.0.1" and xl.get_string("vncpasswd") is None
 
 
 def test_get_instance_rebuilds_from_config(env, tmp_path):

@@ -172,3 +172,55 @@ def test_print_config_creates_nothing(config, tmp_path):
     assert (code, err) == (0, "")
     assert out.startswith("<domain type=\"qemu\">") and "52:54:00:00:00:09" in out
     assert not os.path.exists(tmp_path / "state" / "instances")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[DEFAULT]\nstate_path =\n", "[DEFAULT] state_path (set in CONF) '': use an absolute path"),
+    ("[DEFAULT]\nstate_path = state\n", "[DEFAULT] state_path (set in CONF) 'state'"),
+    ("[images]\nallowed_formats = raw,host_device\n",
+     "[images] allowed_formats (set in CONF) 'raw,host_device'"),
+    ("[libvirt]\nshutdown_timeout = -1\n", "[libvirt] shutdown_timeout (set in CONF) '-1'"),
+])
+def test_a_bad_configuration_value_is_one_line_and_exit_2(tmp_path, text, message):
+    path = tmp_path / "bad.conf"
+    path.write_text(text)
+    code, out, err = run_cli(str(path), "image", "list")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"virt-driver: error: configuration {message.replace('CONF', str(path))}")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture
+def xm_host(tmp_path):
+    """A config for the xm backend on the toolstack double, and the double."""
+    from tests.xm_double import DoubleHost
+    double = DoubleHost(str(tmp_path / "double"))
+    path = tmp_path / "xm.conf"
+    path.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\nbackend = xm\n"
+                    f"virt_type = xen\n[xm]\nconfig_dir = {tmp_path / 'etc-xen'}\n"
+                    "toolstack = xl\n")
+    env = {**os.environ, "PATH": double.bin_dir + os.pathsep + os.environ["PATH"]}
+    return str(path), double, env, tmp_path / "state" / "log" / "virt-driver.log"
+
+
+def test_warnings_go_to_the_log_not_to_stderr(xm_host):
+    config, double, env, log = xm_host
+    double.fail("list", "xend busy", times=1)    # the toolstack's retry warns, then succeeds
+    script = os.path.join(os.path.dirname(sys.executable), "virt-driver")
+    proc = subprocess.run([script, "--config-file", config, "list"], capture_output=True,
+                          text=True, env=env)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert "WARNING backends.xm.toolstack: xl list failed (attempt 1 of 3)" in log.read_text()
+
+    double.fail("list", "xend gone")
+    proc = subprocess.run([script, "--config-file", config, "list"], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("virt-driver: error: 'xl list' failed")
+    assert log.read_text().count("xend gone") >= 2    # the two retries were logged
+
+    os.remove(os.path.join(double.state_dir, "fail", "list"))
+    proc = subprocess.run([script, "--config-file", config, "--debug", "host-info"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0    # --debug: the log on stderr too
+    assert "INFO backends.xm.driver: xm backend drives guests with xl" in proc.stderr

@@ -65,7 +65,8 @@ def xen_hvm_cdrom_vnc():
         name="hvm-guest", uuid=UUIDS[3], image="win2k8", network_port=5907,
         flavor=Flavor(memory_mb=4096, vcpus=2, root_gb=40, name="xen.hvm"),
         params={"boot_order": "dc", "cdrom_image_path": "/srv/iso/install.iso",
-                "vnc_bind_address": "0.0.0.0", "use_localtime": "true", "apic": "false"},
+                "vnc_bind_address": "0.0.0.0", "vnc_password": "hvm-pw", "use_localtime": "true",
+                "apic": "false"},
         nics=(NIC("00:16:3e:00:00:02", bridge="xenbr0", model="e1000"),))
     disks = [BlockDevice(f"{INSTANCES}/{UUIDS[3]}/disk", "qcow2"),
              BlockDevice(f"{INSTANCES}/{UUIDS[3]}/data", "raw")]
@@ -153,6 +154,18 @@ def test_xen_hvm_details():
     assert domain.clock.offset == "localtime"
     vnc = domain.devices_of(Graphics)[0]
     assert (vnc.listen, vnc.port, vnc.autoport) == ("0.0.0.0", 5907, False)
+
+
+@pytest.mark.parametrize("virt_type, params, listen", [
+    ("xen", {}, "127.0.0.1"),                          # Xen HVM always has VNC: loopback
+    ("kvm", {"vnc_bind_address": "::1"}, "::1"),
+    ("kvm", {"vnc_bind_address": "127.0.0.2"}, "127.0.0.2"),
+    ("kvm", {"vnc_bind_address": "0.0.0.0", "vnc_password": "pw"}, "0.0.0.0"),
+])
+def test_vnc_is_loopback_unless_a_password_is_set(virt_type, params, listen):
+    inst = Instance(name="vnc", uuid=UUIDS[0], params=params)
+    domain = guest.build_domain(inst, [BlockDevice("/d", "raw")], (), virt_type, 4_017_000)
+    assert domain.devices_of(Graphics)[0].listen == listen
 
 
 def test_thirty_virtio_disks_continue_past_z():
@@ -262,6 +275,11 @@ BAD = [
     (_params(vnc_bind_address="::1", vnc_password="123456789"), DISK, None, {},
      r"vnc_password.*1 to 8"),
     (_params(vnc_password="pw"), DISK, None, {}, r"vnc_password.*vnc_bind_address'\] too"),
+    (_params(vnc_bind_address="0.0.0.0"), DISK, None, {},
+     r"vnc_bind_address'\] '0.0.0.0': VNC beyond loopback needs a password"),
+    (_params(vnc_bind_address="192.0.2.7"), DISK, None, {}, r"needs a password"),
+    (_params(vnc_bind_address="::"), DISK, None, {}, r"needs a password"),
+    (_params(vnc_bind_address="0.0.0.0"), RAW, None, dict(virt_type="xen"), r"needs a password"),
     (_params(use_localtime="maybe"), DISK, None, {}, r"use_localtime'\] 'maybe': use true"),
     (_params(disk_cache="fast"), DISK, None, {}, r"disk_cache'\] 'fast': use one of default"),
     (_params(boot_order=3), DISK, None, {}, r"boot_order'\] 3: use a string"),

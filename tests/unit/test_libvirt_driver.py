@@ -56,14 +56,19 @@ def store(conf, tmp_path):
     return store
 
 
-@pytest.fixture
-def driver(conf, store):
+def serving_driver(conf):
+    """A LibvirtDriver with its host initialised; what it spawned is destroyed after."""
     driver = LibvirtDriver(conf, event_stop_delay=0.1)
     driver.init_host("localhost")
     yield driver
     for name in driver.list_instances():
         driver.destroy(driver.get_instance(name))
     driver.close()
+
+
+@pytest.fixture
+def driver(conf, store):
+    yield from serving_driver(conf)
 
 
 def _instance(name="unit-vm", **kwargs):
@@ -208,6 +213,42 @@ def test_failed_spawn_leaves_nothing(driver, conf, store, tmp_path, case, step, 
         driver.spawn(instance, image, nics=nics)
     assert exc.value.step == step
     assert _left_behind(conf, driver, instance.name) == ([], False)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"kernel_image": "tiny", "initrd_path": "/etc/shadow"},
+     r"initrd_path'\] '/etc/shadow': not inside a directory allowed for boot files"),
+    ({"cdrom_image_path": "/dev/vda"}, r"cdrom_image_path'\] '/dev/vda': not inside"),
+    ({"kernel_image": "tiny", "initrd_path": "/proc/self/environ"}, "not inside"),
+])
+def test_host_files_never_reach_the_domain(driver, conf, params, message):
+    instance = _instance(params=params)
+    with pytest.raises(InvalidParameter, match=message):
+        driver.describe_spawn(instance, "tiny")
+    with pytest.raises(SpawnError, match=message) as exc:
+        driver.spawn(instance, "tiny")
+    assert exc.value.step == "xml"
+    assert _left_behind(conf, driver, instance.name) == ([], False)
+
+
+def test_boot_files_from_the_store_or_an_allowed_directory(driver, conf, store, tmp_path):
+    kernels = tmp_path / "kernels"
+    kernels.mkdir()
+    (kernels / "initrd.img").write_bytes(b"initrd")
+    allowed = LibvirtDriver(make_conf(virt_type="qemu", state_path=conf.state_path,
+                                      boot_file_dirs=[str(kernels)],
+                                      libvirt__connection_uri=TEST_URI))
+    instance = _instance(params={"kernel_image": "tiny",
+                                 "initrd_path": str(kernels / "x" / ".." / "initrd.img")})
+    allowed.spawn(instance, "tiny")
+    domain = allowed.get_instance(instance.name)
+    assert (domain.params["kernel_path"], domain.params["initrd_path"]) == (
+        store.get("tiny").path, str(kernels / "initrd.img"))
+    allowed.reboot(domain, hard=True)    # rebuilt from its definition: still accepted
+    with pytest.raises(SpawnError, match="not inside"):
+        driver.spawn(_instance(name="other", params={"kernel_image": "tiny",
+                                                     "initrd_path": str(kernels / "initrd.img")}),
+                     "tiny")
 
 
 def test_spawn_refuses_bad_names_before_anything(driver, conf):

@@ -158,7 +158,7 @@ def check_hvm(xl, toolstack, case):
     assert xl.get_long("acpi") == 1
     assert xl.get_long("localtime") == (0 if p.get("localtime") == "no" else 1)
     assert xl.get_long("vnc") == 1
-    assert xl.get_string("vnclisten") == p.get("vnc_bind_address", "0.0.0.0")
+    assert xl.get_string("vnclisten") == p.get("vnc_bind_address", "127.0.0.1")
     if case.get("network_port"):
         assert xl.get_long("vncdisplay") == case["network_port"] - 5900
         assert xl.get_long("vncunused") == 0
@@ -229,6 +229,26 @@ def test_any_kernel_args_are_refused_or_read_back_exactly(tmp_path_factory, args
 def test_syntax_checks(kind, values, message):
     with pytest.raises(InvalidParameter, match=message):
         params.check_syntax(kind, values)
+
+
+@pytest.mark.parametrize("toolstack", ["xm", "xl"])
+@pytest.mark.parametrize("listen, password, ok", [
+    (None, None, True),                     # the default is loopback
+    ("::1", None, True),
+    ("0.0.0.0", None, False),
+    ("192.0.2.7", None, False),
+    ("0.0.0.0", "s3cret", True),
+])
+def test_vnc_beyond_loopback_needs_a_password(toolstack, listen, password, ok):
+    case = dict(CASES["hvm-minimal"], vnc_password=password)
+    if listen is not None:
+        case["params"] = {**case["params"], "vnc_bind_address": listen}
+    if ok:
+        assert f"vnclisten = '{listen or '127.0.0.1'}'" in render(build(toolstack, case))
+    else:
+        with pytest.raises(InvalidParameter, match=f"vnc_bind_address '{listen}': VNC beyond "
+                                                   "loopback needs a password"):
+            render(build(toolstack, case))
 
 
 def test_empty_value_means_default():

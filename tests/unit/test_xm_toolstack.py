@@ -95,7 +95,7 @@ def test_any_list_text_parses_or_raises_toolstack_error(text):
     min_size=0, max_size=8).map(" ".join), max_size=6).map("\n".join))
 def test_near_miss_list_text_parses_or_raises(text):
     try:
-        parse_list("header\n" + text)
+        parse_list("Name ID Mem VCPUs State Time(s)\n" + text)
     except ToolstackError:
         pass
 
@@ -215,3 +215,55 @@ def test_choose_toolstack(tmp_path, monkeypatch):
     assert toolstack.choose_toolstack("auto", Recorded("host : h\n")) == "xl"
     _fake_bin(tmp_path, "xm")
     assert toolstack.choose_toolstack("auto", Recorded(ToolstackError("no xl"))) == "xm"
+
+
+# -- xm's deprecation notices (Xen 4.4 and later) ------------------------------
+
+def _notice_lines() -> list[str]:
+    """The short and the long notice, as the first run of xm 4.4 prints them."""
+    return recorded("xm-list-4.4-first-run.txt").split("Name ")[0].splitlines()
+
+
+def test_xm_4_4_list_after_the_short_notice():
+    rows = parse_list(recorded("xm-list-4.4-deprecated.txt"), include_dom0=True)
+    assert rows == [DomainRow("Domain-0", 0, 1024, 4, "r-----", 11.6)]
+
+
+def test_xm_4_4_list_after_the_long_notice():
+    rows = parse_list(recorded("xm-list-4.4-first-run.txt"))
+    assert rows == [DomainRow("web-01", 3, 512, 2, "-b----", 4.2)]
+
+
+@pytest.mark.parametrize("position", range(4))
+def test_notices_anywhere_in_the_table_are_skipped(position):
+    table = recorded("xm-list-4.4-first-run.txt").splitlines()[-3:]
+    lines = table[:position] + _notice_lines() + table[position:]
+    assert [r.name for r in parse_list("\n".join(lines) + "\n")] == ["web-01"]
+
+
+def test_notices_around_xm_info_are_skipped():
+    info = recorded("xm-info-4.0.1.txt").splitlines()
+    text = "\n".join(_notice_lines() + info[:5] + _notice_lines() + info[5:] + _notice_lines())
+    assert parse_info(text) == parse_info(recorded("xm-info-4.0.1.txt"))
+
+
+@pytest.mark.parametrize("text", [
+    "WARNING: xend/xm is deprecated.\n",                           # a notice, no table
+    "WARNING: xend/xm is deprecated.\nDomain-0 0 1024 4 r----- 11.6\n",   # no heading
+    "WARNING: something else.\nName ID Mem VCPUs State Time(s)\n",  # an unknown line first
+    "Name ID Mem VCPUs State Time(s)\nWARNING: xend/xm is deprecated, soon.\n",
+    "Name ID Mem VCPUs State\nDomain-0 0 1024 4 r----- 11.6\n",    # heading lacks a column
+])
+def test_malformed_tables_are_still_refused(text):
+    with pytest.raises(ToolstackError, match="cannot parse list output"):
+        parse_list(text)
+
+
+def test_failure_message_leaves_the_notice_out(tmp_path):
+    script = tmp_path / "xm"
+    script.write_text("#!/bin/sh\necho 'WARNING: xend/xm is deprecated.' >&2\n"
+                      "echo 'Error: Domain web does not exist.' >&2\nexit 1\n")
+    script.chmod(0o755)
+    with pytest.raises(ToolstackError) as err:
+        toolstack.run_command([str(script), "destroy", "web"])
+    assert str(err.value).endswith("exit code 1: Error: Domain web does not exist.")

@@ -45,7 +45,7 @@ class DoubleHost:
         return self._state()["migrated"]
 
     def set_behaviour(self, **flags) -> None:
-        """ignore_shutdown=True, reboot_noop=True, version="4.1.0", ..."""
+        """ignore_shutdown=True, reboot_noop=True, version="4.1.0", merged_notice=True, ..."""
         state = self._state()
         state["behaviour"].update(flags)
         self._save(state)

@@ -206,6 +206,9 @@ def main(argv: list[str]) -> int:
             print(message, file=sys.stderr)
             return 1
         state = load(state_dir)
+        if spelling == "xm" and state["behaviour"].get("merged_notice"):
+            # What `xm ... 2>&1` shows from Xen 4.4 on: the notice before the answer.
+            print("WARNING: xend/xm is deprecated.")
         try:
             result = COMMANDS[command](state, spelling, args)
         except Failure as exc:
