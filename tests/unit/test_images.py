@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -256,11 +257,11 @@ def test_sparse_vmdk_is_accepted(tmp_path):
     assert (result.format, result.create_type) == ("vmdk", "monolithicSparse")
 
 
-def test_raw_that_looks_like_qcow2_stays_raw(tmp_path):
-    # A raw disk whose guest wrote a qcow2 header pointing at /etc/passwd.
+def test_raw_that_carries_a_qcow2_header_is_refused(tmp_path):
+    # Nova refuses it too: whatever reads it without -f raw sees a qcow2.
     fake = make_qcow2_with_backing(tmp_path)
-    result = images.inspect_untrusted(fake, "raw")
-    assert result.format == "raw" and result.backing_file is None
+    with pytest.raises(UnsafeImage, match="content is qcow2, but it was declared raw"):
+        images.inspect_untrusted(fake, "raw")
 
 
 def test_a_resource_limit_hit_is_refused_as_unsafe(tmp_path):
@@ -301,7 +302,8 @@ def test_inspection_runs_qemu_img_with_the_declared_format_and_limits(tmp_path):
     finally:
         os.environ["PATH"] = env_path
     recorded = log.read_text()
-    assert f"info -f qcow2 --output=json {path}" in recorded
+    # The file the first layer opened, never the path again.
+    assert re.search(r"^info -f qcow2 --output=json /proc/\d+/fd/\d+$", recorded, re.M)
     assert "Max cpu time              7" in recorded
     assert str(512 * MiB) in recorded
 
