@@ -10,7 +10,6 @@ pointer to another file.
 from __future__ import annotations
 
 import ctypes
-import errno
 import json
 import os
 import re
@@ -242,26 +241,40 @@ def inspect_untrusted(path: str, declared_format: str, max_virtual_size: int | N
 def open_untrusted(path: str) -> BinaryIO:
     """`path` opened for reading if it is a regular file; never follows a final
     symlink and never blocks (a FIFO or a device is refused before any read)."""
-    name = os.path.basename(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeImage(f"image {name} refused: it is a symbolic link; "
-                              "give the path of the file itself") from None
+        # ELOOP (a symlink) or ENXIO (a socket): say what the path is.
+        kind = _special_kind(_lstat_mode(path))
+        if kind:
+            raise _not_regular(path, kind) from None
         raise UnsafeImage(f"cannot read image {path}: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    kind = _special_kind(os.fstat(fd).st_mode)
+    if kind:
         os.close(fd)
-        raise UnsafeImage(f"image {name} refused: it is {_file_kind(mode)}, not a regular "
-                          "file; import a regular file")
+        raise _not_regular(path, kind)
     return os.fdopen(fd, "rb")
 
 
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
+def _not_regular(path: str, kind: str) -> UnsafeImage:
+    return UnsafeImage(f"image {os.path.basename(path)} refused: it is {kind}, "
+                       "not a regular file; import a regular file")
+
+
+def _lstat_mode(path: str) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is; None for a regular file (or mode 0)."""
+    if not mode or stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
     return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
