@@ -11,6 +11,7 @@ signatures of formats qemu probes but the inspector does not know.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from typing import BinaryIO
 from oslo_utils.imageutils import format_inspector as fi
 
 from virt.errors import UnsafeImage
+
+# Every finding reaches the caller in one UnsafeImage; the library's own
+# warnings would repeat it on stderr.
+logging.getLogger(fi.__name__).setLevel(logging.ERROR)
 
 _CHUNK = 64 << 10
 _SECTOR = 512
@@ -50,18 +55,21 @@ _UNKNOWN_TO_INSPECTOR = (
     Signature("cloop", 0, b"#!/bin/sh\n#V2.0 Format\n"),
 )
 
-# What to do when one of the inspector's named safety checks fails.
-_ADVICE = {
-    "backing_file": "import a standalone image (qemu-img convert flattens a chain)",
-    "data_file": "an external data file may name any host file; "
-                 "import a self-contained image (qemu-img convert makes one)",
-    "unknown_features": "qemu would act on header features nobody checked; "
-                        "rewrite it with qemu-img convert -O qcow2",
-    "banned": "this format is never accepted",
-    "descriptor": "use a monolithicSparse or streamOptimized vmdk",
-    "footer": "the vmdk footer disagrees with its header; rewrite it with qemu-img convert",
-    "mbr": "its partition table is malformed",
+# What a failed safety check of the inspector means, and what to do.
+_CHECKS = {
+    "backing_file": ("it has a backing file",
+                     "import a standalone image (qemu-img convert flattens a chain)"),
+    "data_file": ("it uses an external data file, which may name any host file",
+                  "import a self-contained image (qemu-img convert makes one)"),
+    "unknown_features": ("its qcow2 version or incompatible features are unknown",
+                         "rewrite it with qemu-img convert -O qcow2"),
+    "banned": ("its format is never accepted", "convert it to qcow2 first"),
+    "descriptor": ("its vmdk descriptor may point at other files",
+                   "use a monolithicSparse or streamOptimized vmdk"),
+    "footer": ("its vmdk footer disagrees with its header", "rewrite it with qemu-img convert"),
+    "mbr": ("its partition table is malformed", "repair the partition table first"),
 }
+_UNKNOWN_CHECK = ("a safety check failed", "rewrite it with qemu-img convert")
 
 
 @dataclass(frozen=True)
@@ -130,8 +138,10 @@ def _format_reason(findings: Findings, declared: str) -> str | None:
 
 def _mismatch(names: frozenset[str], declared: str) -> str:
     found = ", ".join(sorted(names))
-    return (f"its content is {found}, but it was declared {declared}; "
-            "declare its real format or convert it first")
+    if declared == "raw":
+        return f"it was declared raw but its content is {found}; declare its real format"
+    return (f"it was declared {declared} but has no {declared} header (its content is "
+            f"{found}); declare its real format or convert it first")
 
 
 def _foreign_signature(findings: Findings, declared: str) -> str | None:
@@ -175,7 +185,6 @@ def _safety_reason(findings: Findings, declared: str, allow_backing: bool) -> st
         failed.pop("qcow2:backing_file", None)
     if not failed:
         return None
-    check = next(iter(failed))
-    advice = _ADVICE.get(check.split(":")[1], "rewrite it with qemu-img convert")
-    details = "; ".join(f"{name} ({why})" for name, why in failed.items())
-    return f"safety check failed: {details}; {advice}"
+    what, todo = _CHECKS.get(next(iter(failed)).split(":")[1], _UNKNOWN_CHECK)
+    details = "; ".join(f"{check}: {why}" for check, why in failed.items())
+    return f"{what} [{details}]; {todo}"

@@ -8,7 +8,9 @@ import subprocess
 import pytest
 
 from virt import images
+from virt.conf import make_conf
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
+from virt.imagestore import LocalImageStore
 
 MiB = 1 << 20
 
@@ -260,7 +262,7 @@ def test_sparse_vmdk_is_accepted(tmp_path):
 def test_raw_that_carries_a_qcow2_header_is_refused(tmp_path):
     # Nova refuses it too: whatever reads it without -f raw sees a qcow2.
     fake = make_qcow2_with_backing(tmp_path)
-    with pytest.raises(UnsafeImage, match="content is qcow2, but it was declared raw"):
+    with pytest.raises(UnsafeImage, match="declared raw but its content is qcow2"):
         images.inspect_untrusted(fake, "raw")
 
 
@@ -315,3 +317,14 @@ def test_image_info_parses_qemu_img_json():
                       '"data": {"data-file": "d"}}}')
     assert images.ImageInfo.from_json(data) == images.ImageInfo(
         "qcow2", 10, 5, "b", "raw", "d", 512)
+
+
+
+def test_a_store_made_without_a_limit_has_the_configuration_default_of_one_tib(tmp_path):
+    conf = make_conf(state_path=str(tmp_path))
+    assert images.parse_size(conf.images.max_virtual_size) == images.DEFAULT_MAX_VIRTUAL_SIZE
+    assert images.DEFAULT_MAX_VIRTUAL_SIZE == 1 << 40
+    path = str(tmp_path / "big.qcow2")
+    images.create_image("qcow2", path, "2T")  # a few KiB on disk
+    with pytest.raises(UnsafeImage, match="above the limit of 1099511627776 bytes"):
+        LocalImageStore(str(tmp_path / "store")).import_image("big", path, "qcow2")
