@@ -33,7 +33,8 @@ _INSPECTOR_NAME = {"vpc": "vhd"}
 # often carries a partition table too: a hybrid ISO).
 _RAW_CONTENT = frozenset({"raw", "gpt", "iso"})
 _VHD_COOKIE = b"conectix"
-_VHD_TYPES = {2: "fixed", 3: "dynamic", 4: "differencing"}
+_VHD_DIFFERENCING = 4
+_VHD_STANDALONE_TYPES = {2, 3}  # fixed, dynamic
 _VMDK_SPARSE_MAGIC = b"KDMV"
 
 
@@ -100,8 +101,8 @@ def check_content(f: BinaryIO, name: str, declared: str, allow_backing: bool = F
 
 
 def read_findings(f: BinaryIO) -> Findings:
-    """Run every inspector over the headers (the whole file only for a
-    streamOptimized vmdk, whose footer is at the end)."""
+    """Run every inspector over the headers: the first 256 KiB, the whole
+    file only for a vmdk whose header defers to a footer at its end."""
     fd = f.fileno()
     size = os.fstat(fd).st_size
     head = os.pread(fd, _SECTOR, 0)
@@ -163,10 +164,10 @@ def _vhd_reason(findings: Findings, declared: str) -> str | None:
         return "it has no VHD footer; declare its real format"
     for footer in footers:
         (disk_type,) = struct.unpack(">I", footer[60:64])
-        if disk_type == 4:
+        if disk_type == _VHD_DIFFERENCING:
             return ("it is a differencing VHD: its data depends on a parent disk qemu "
                     "would not read, so the import would lose data; merge it first")
-        if disk_type not in _VHD_TYPES:
+        if disk_type not in _VHD_STANDALONE_TYPES:
             return f"its VHD disk type {disk_type} is unknown; use a fixed or dynamic VHD"
     return None
 
