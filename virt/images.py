@@ -14,28 +14,30 @@ import json
 import os
 import re
 import signal
-import struct
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from oslo_concurrency import processutils
 
+from virt import imageformat
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.fileutils import atomic_target
+from virt.validation import ACCEPTED_IMAGE_FORMATS
 
 Progress = Callable[[float], None]
 
 _SIZE = re.compile(r"(\d+)([KMGT]?)B?", re.IGNORECASE)
 _UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 _SAFE_VMDK_TYPES = {"monolithicSparse", "streamOptimized"}
-_QCOW2_MAGIC = b"QFI\xfb"
-_QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit 2
-_VMDK_SPARSE_MAGIC = b"KDMV"
 _PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 # Formats whose qemu driver can open a backing file named inside the image.
 _BACKING_FORMATS = {"qcow2", "qcow", "qed", "vmdk"}
 _PR_SET_PDEATHSIG = 1
+# The configuration default of images.max_virtual_size, and the store's.
+DEFAULT_MAX_VIRTUAL_SIZE = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -207,30 +209,80 @@ def inspect_untrusted(path: str, declared_format: str, max_virtual_size: int | N
                       limits: Limits | None = None, allow_backing: bool = False) -> ImageInfo:
     """Check an image from outside before anything opens it for real.
 
-    Refuses (UnsafeImage) a backing file, an external data file, content that
-    is not in the declared format, an unsafe vmdk, an oversized image, and
-    anything that makes qemu-img exceed its resource limits. allow_backing
-    (for a chain member whose pointer will be replaced) lets a qcow2 name a
+    Two layers read the same open file: oslo.utils' format inspector (see
+    virt.imageformat), then `qemu-img info -f DECLARED` under `limits`.
+    Refuses (UnsafeImage) a format outside ACCEPTED_IMAGE_FORMATS, anything
+    but a regular file, content that is not the declared format alone, a
+    backing file, an external data file, an unsafe vmdk, an oversized image,
+    and anything that makes qemu-img exceed its limits. allow_backing (a
+    chain's qcow2 overlay whose pointer will be replaced) lets a qcow2 name a
     backing file: qemu-img info without --backing-chain never opens it.
     """
-    _check_header(path, declared_format, allow_backing)
-    try:
-        out = qemu_img("info", "-f", declared_format, "--output=json", path,
-                       limits=limits or Limits())
-    except ImageError as exc:
-        raise UnsafeImage(_refusal(path, declared_format, exc)) from None
+    name = os.path.basename(path)
+    if declared_format not in ACCEPTED_IMAGE_FORMATS:
+        raise UnsafeImage(f"image {name} refused: format {declared_format!r} is not an image "
+                          f"format; use one of {', '.join(ACCEPTED_IMAGE_FORMATS)}")
+    with open_untrusted(path) as f:
+        imageformat.check_content(f, name, declared_format, allow_backing)
+        # qemu-img opens the very file inspected above, not the path again.
+        same_file = f"/proc/{os.getpid()}/fd/{f.fileno()}"
+        try:
+            out = qemu_img("info", "-f", declared_format, "--output=json", same_file,
+                           limits=limits or Limits())
+        except ImageError as exc:
+            raise UnsafeImage(_refusal(name, declared_format, exc)) from None
     image = ImageInfo.from_json(json.loads(out))
     reason = _unsafe_reason(image, declared_format, max_virtual_size, allow_backing)
     if reason:
-        raise UnsafeImage(f"image {os.path.basename(path)} refused: {reason}")
+        raise UnsafeImage(f"image {name} refused: {reason}")
     return image
+
+
+def open_untrusted(path: str) -> BinaryIO:
+    """`path` opened for reading if it is a regular file; never follows a final
+    symlink and never blocks (a FIFO or a device is refused before any read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        # ELOOP (a symlink) or ENXIO (a socket): say what the path is.
+        kind = _special_kind(_lstat_mode(path))
+        if kind:
+            raise _not_regular(path, kind) from None
+        raise UnsafeImage(f"cannot read image {path}: {exc.strerror}") from None
+    kind = _special_kind(os.fstat(fd).st_mode)
+    if kind:
+        os.close(fd)
+        raise _not_regular(path, kind)
+    return os.fdopen(fd, "rb")
+
+
+def _not_regular(path: str, kind: str) -> UnsafeImage:
+    return UnsafeImage(f"image {os.path.basename(path)} refused: it is {kind}, "
+                       "not a regular file; import a regular file")
+
+
+def _lstat_mode(path: str) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is; None for a regular file (or mode 0)."""
+    if not mode or stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
 
 
 def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None,
                    allow_backing: bool) -> str | None:
     if image.format != declared:
         return f"qemu-img reads it as {image.format}, but it was declared {declared}"
-    if image.backing_file and not allow_backing:
+    if image.backing_file and not (allow_backing and declared == "qcow2"):
         return (f"it has a backing file ({image.backing_file}); "
                 "import a standalone image (qemu-img convert flattens a chain)")
     if image.data_file:
@@ -244,39 +296,7 @@ def _unsafe_reason(image: ImageInfo, declared: str, max_virtual_size: int | None
     return None
 
 
-def _check_header(path: str, declared: str, allow_backing: bool) -> None:
-    """Refuse pointers to other files before qemu-img opens (and follows) them."""
-    try:
-        with open(path, "rb") as f:
-            header = f.read(104)
-    except OSError as exc:
-        raise UnsafeImage(f"cannot read {path}: {exc.strerror}") from None
-    if declared == "qcow2":
-        _check_qcow2_header(path, header, allow_backing)
-    elif declared == "vmdk" and header[:4] != _VMDK_SPARSE_MAGIC:
-        # A text descriptor names extent files, which could be any host file.
-        raise UnsafeImage(f"image {os.path.basename(path)} refused: a vmdk descriptor file "
-                          "may point at other files; use a monolithicSparse or "
-                          "streamOptimized vmdk")
-
-
-def _check_qcow2_header(path: str, header: bytes, allow_backing: bool) -> None:
-    if len(header) < 72 or header[:4] != _QCOW2_MAGIC:
-        raise UnsafeImage(f"image {os.path.basename(path)} refused: "
-                          "it was declared qcow2 but has no qcow2 header")
-    version, backing_offset = struct.unpack(">IQ", header[4:16])
-    if backing_offset and not allow_backing:
-        raise UnsafeImage(f"image {os.path.basename(path)} refused: it has a backing file; "
-                          "import a standalone image (qemu-img convert flattens a chain)")
-    if version >= 3 and len(header) >= 80:
-        (incompatible,) = struct.unpack(">Q", header[72:80])
-        if incompatible & _QCOW2_EXTERNAL_DATA_FILE:
-            raise UnsafeImage(f"image {os.path.basename(path)} refused: "
-                              "it uses an external data file")
-
-
-def _refusal(path: str, declared: str, exc: ImageError) -> str:
-    name = os.path.basename(path)
+def _refusal(name: str, declared: str, exc: ImageError) -> str:
     if _hit_limit(exc):
         return (f"image {name} refused: qemu-img hit its resource limit reading it "
                 "(the image is malformed or hostile)")

@@ -45,7 +45,7 @@ def file_sha256(path: str) -> str:
 
 
 class LocalImageStore:
-    def __init__(self, directory: str, max_virtual_size: int | None = None,
+    def __init__(self, directory: str, max_virtual_size: int = images.DEFAULT_MAX_VIRTUAL_SIZE,
                  allowed_formats: tuple[str, ...] = ("qcow2", "raw", "vmdk", "vpc"),
                  limits: images.Limits | None = None):
         self.directory = directory

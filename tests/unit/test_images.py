@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 
 from virt import images
+from virt.conf import make_conf
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
+from virt.imagestore import LocalImageStore
 
 MiB = 1 << 20
 
@@ -256,11 +259,11 @@ def test_sparse_vmdk_is_accepted(tmp_path):
     assert (result.format, result.create_type) == ("vmdk", "monolithicSparse")
 
 
-def test_raw_that_looks_like_qcow2_stays_raw(tmp_path):
-    # A raw disk whose guest wrote a qcow2 header pointing at /etc/passwd.
+def test_raw_that_carries_a_qcow2_header_is_refused(tmp_path):
+    # Nova refuses it too: whatever reads it without -f raw sees a qcow2.
     fake = make_qcow2_with_backing(tmp_path)
-    result = images.inspect_untrusted(fake, "raw")
-    assert result.format == "raw" and result.backing_file is None
+    with pytest.raises(UnsafeImage, match="declared raw but its content is qcow2"):
+        images.inspect_untrusted(fake, "raw")
 
 
 def test_a_resource_limit_hit_is_refused_as_unsafe(tmp_path):
@@ -301,7 +304,8 @@ def test_inspection_runs_qemu_img_with_the_declared_format_and_limits(tmp_path):
     finally:
         os.environ["PATH"] = env_path
     recorded = log.read_text()
-    assert f"info -f qcow2 --output=json {path}" in recorded
+    # The file the first layer opened, never the path again.
+    assert re.search(r"^info -f qcow2 --output=json /proc/\d+/fd/\d+$", recorded, re.M)
     assert "Max cpu time              7" in recorded
     assert str(512 * MiB) in recorded
 
@@ -313,3 +317,14 @@ def test_image_info_parses_qemu_img_json():
                       '"data": {"data-file": "d"}}}')
     assert images.ImageInfo.from_json(data) == images.ImageInfo(
         "qcow2", 10, 5, "b", "raw", "d", 512)
+
+
+
+def test_a_store_made_without_a_limit_has_the_configuration_default_of_one_tib(tmp_path):
+    conf = make_conf(state_path=str(tmp_path))
+    assert images.parse_size(conf.images.max_virtual_size) == images.DEFAULT_MAX_VIRTUAL_SIZE
+    assert images.DEFAULT_MAX_VIRTUAL_SIZE == 1 << 40
+    path = str(tmp_path / "big.qcow2")
+    images.create_image("qcow2", path, "2T")  # a few KiB on disk
+    with pytest.raises(UnsafeImage, match="above the limit of 1099511627776 bytes"):
+        LocalImageStore(str(tmp_path / "store")).import_image("big", path, "qcow2")

@@ -53,11 +53,11 @@ def test_import_records_format_size_sha256_and_properties(store, outside):
         assert json.load(f)["sha256"] == image.sha256
 
 
-def test_raw_stays_raw_even_when_it_looks_like_qcow2(store, tmp_path):
+def test_raw_that_carries_a_qcow2_is_refused(store, tmp_path):
     fake = make_qcow2_with_backing(tmp_path)  # bytes of a qcow2 pointing at /etc/passwd
-    image = store.import_image("rawdisk", fake, "raw")
-    assert image.format == "raw"
-    assert images.info(image.path, "raw").backing_file is None
+    with pytest.raises(UnsafeImage, match="declared raw but its content is qcow2"):
+        store.import_image("rawdisk", fake, "raw")
+    assert store_files(store) == []
 
 
 @pytest.mark.parametrize("fmt", ["vmdk", "vpc"])
