@@ -36,6 +36,7 @@ from backends.libvirt import pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
+from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -367,8 +368,9 @@ class LibvirtDriver(ComputeDriver):
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None) -> str:
         version = self._host_facts().hypervisor_version
-        instance = dataclasses.replace(instance, params=resolve_boot_files(
-            instance.params, self.store, self.conf.boot_file_dirs))
+        params = resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
+        instance = dataclasses.replace(instance, params=resolve_host_programs(
+            params, allowed_programs(self.conf)))
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
