@@ -36,7 +36,6 @@ from backends.libvirt import pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
-from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -52,6 +51,7 @@ from virt.errors import (
 )
 from virt.fileutils import filesystem_usage_gb, remove_quietly
 from virt.guest import build_domain, instance_from_domain
+from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore

@@ -453,6 +453,8 @@ def instance_from_config(values: dict) -> Instance:
         found["bootloader_args"] = " ".join(values["bootloader_args"])
     if isinstance(values.get("kernel"), str):
         found["hvmloader_path" if hvm else "kernel_path"] = values["kernel"]
+    if found.get("hvmloader_path") == params.BY_NAME["hvmloader_path"].default:
+        del found["hvmloader_path"]  # the default is no choice, and need not be checked
     if hvm:
         for flag in _FLAG_PARAMS:
             if flag in values:
