@@ -42,6 +42,10 @@ DEFAULT_OPTS = [
                      "initrd or cdrom (params kernel_path, initrd_path, "
                      "cdrom_image_path). Empty: such files come only from the image "
                      "store (params kernel_image, initrd_image, cdrom_image)."),
+    cfg.ListOpt("bootloaders", default=["/usr/bin/pygrub", "/usr/lib/xen/bin/pygrub"],
+                help="The only programs instances may name as their Xen PV bootloader "
+                     "(param bootloader), compared after resolving links; each runs in "
+                     "dom0 as root. Empty: no instance may use a bootloader."),
     cfg.StrOpt("log_file", default="$state_path/log/virt-driver.log",
                help="Where the CLI logs warnings (and, with --debug, everything); "
                     "empty logs to syslog. Stderr carries only the one-line error."),
@@ -111,6 +115,12 @@ XM_OPTS = [
                help="How long 'shutdown -w' may take before 'destroy'."),
     cfg.IntOpt("reboot_timeout", default=60, min=1,
                help="How long a reboot may take to be verified."),
+    cfg.ListOpt("device_models", default=[],
+                help="The only device models (qemu-dm) HVM instances may name (param "
+                     "device_model). Empty: the toolstack's own device model always."),
+    cfg.ListOpt("hvmloaders", default=["/usr/lib/xen/boot/hvmloader"],
+                help="The only HVM firmware files instances may name (param "
+                     "hvmloader_path); the default firmware is always used when unset."),
     cfg.IntOpt("command_retries", default=3, min=1,
                help="Attempts of read-only toolstack commands (list, info)."),
 ]
@@ -135,6 +145,9 @@ ABSOLUTE_PATHS = [
 ]
 # Paths that may be empty (unset) but are absolute when set.
 OPTIONAL_PATHS = [(None, "log_file"), (CONCURRENCY_GROUP, "lock_path")]
+# Lists whose every item is an absolute path.
+PATH_LISTS = [(None, "boot_file_dirs"), (None, "bootloaders"),
+              ("xm", "device_models"), ("xm", "hvmloaders")]
 
 
 def list_opts():
@@ -186,8 +199,9 @@ def check_conf(conf: cfg.ConfigOpts) -> None:
         if (group, name) in OPTIONAL_PATHS and not value:
             continue
         _check_absolute(conf, group, name, value)
-    for directory in conf.boot_file_dirs:
-        _check_absolute(conf, None, "boot_file_dirs", directory)
+    for group, name in PATH_LISTS:
+        for path in option_value(conf, group, name):
+            _check_absolute(conf, group, name, path)
     if not conf.images.allowed_formats:
         raise InvalidConfig(f"{_where(conf, 'images', 'allowed_formats')} is empty: use one "
                             f"or more of {', '.join(ACCEPTED_IMAGE_FORMATS)}")

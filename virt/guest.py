@@ -31,10 +31,12 @@ from virt.domain import (
 from virt.errors import InvalidParameter
 from virt.objects import NIC, BlockDevice, GuestKind, Instance
 from virt.validation import (
+    VNC_PASSWORD_RULE,
     check_absolute_path,
     check_instance,
     check_mac,
     check_vnc_listen,
+    is_vnc_password,
 )
 
 VIRT_TYPES = ("kvm", "qemu", "xen")
@@ -92,8 +94,8 @@ def _listen_address(value: str, field: str) -> str:
 
 
 def _vnc_password(value: str, field: str) -> str:
-    if not 1 <= len(value) <= 8 or not value.isprintable():
-        raise InvalidParameter(f"{field}: use 1 to 8 printable characters (a VNC limit)")
+    if not is_vnc_password(value):
+        raise InvalidParameter(f"{field}: {VNC_PASSWORD_RULE}")
     return value
 
 

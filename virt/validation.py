@@ -68,6 +68,14 @@ def check_int_range(value, low: int, high: int, field: str) -> int:
     return value
 
 
+VNC_PASSWORD_RULE = "use 1 to 8 printable characters (a VNC limit)"
+
+
+def is_vnc_password(value: str) -> bool:
+    """VNC authentication reads at most 8 characters; more would be silently cut."""
+    return 1 <= len(value) <= 8 and value.isprintable()
+
+
 def check_vnc_listen(address: str, has_password: bool, field: str) -> str:
     """A VNC listen address; anything but loopback needs a password (anyone could connect)."""
     try:

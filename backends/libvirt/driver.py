@@ -51,6 +51,7 @@ from virt.errors import (
 )
 from virt.fileutils import filesystem_usage_gb, remove_quietly
 from virt.guest import build_domain, instance_from_domain
+from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
@@ -367,8 +368,9 @@ class LibvirtDriver(ComputeDriver):
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None) -> str:
         version = self._host_facts().hypervisor_version
-        instance = dataclasses.replace(instance, params=resolve_boot_files(
-            instance.params, self.store, self.conf.boot_file_dirs))
+        params = resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
+        instance = dataclasses.replace(instance, params=resolve_host_programs(
+            params, allowed_programs(self.conf)))
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,

@@ -41,6 +41,7 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import atomic_write, filesystem_usage_gb, remove_quietly
+from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -156,7 +157,8 @@ class XmDriver(ComputeDriver):
         check_instance_name(instance.name)
         boot_params = resolve_boot_files(instance.params, self._cache().store,
                                          self.conf.boot_file_dirs)
-        values = params.check_syntax(instance.kind, boot_params)
+        values = params.check_syntax(instance.kind, resolve_host_programs(
+            boot_params, allowed_programs(self.conf)))
         params.check_node(values)
         toolstack = self.toolstack.command
         driver = self._disk_driver()
@@ -165,14 +167,11 @@ class XmDriver(ComputeDriver):
                                    xmconfig.disk_prefix(driver, toolstack, disk_format))]
         for device in block_devices:
             disks.append(self._block_device_line(device, driver, toolstack))
-        password = None
-        if values.get("vnc_password_file"):
-            password = _read_vnc_password(values["vnc_password_file"])
         cfg = xmconfig.GuestConfig(
             toolstack=toolstack, name=instance.name, uuid=instance.uuid, kind=instance.kind,
             memory_mb=instance.flavor.memory_mb, vcpus=instance.flavor.vcpus, values=values,
             disks=tuple(disks), nics=tuple(nics) or tuple(instance.nics),
-            network_port=instance.network_port, vnc_password=password,
+            network_port=instance.network_port, vnc_password=values.get("vnc_password"),
             image=image_id, root_gb=instance.flavor.root_gb)
         xmconfig.render(cfg)  # every remaining check, before anything is created
         return cfg, disk_format
@@ -436,8 +435,8 @@ _PARAM_OF_KEY = {
     "bootloader": "bootloader", "bootargs": "bootloader_args", "cpus": "cpu_mask",
     "boot": "boot_order", "vnclisten": "vnc_bind_address", "device_model": "device_model",
     "device_model_override": "device_model", "firmware_override": "hvmloader_path",
-    "serial": "serial", "on_poweroff": "on_poweroff", "on_reboot": "on_reboot",
-    "on_crash": "on_crash",
+    "serial": "serial", "vncpasswd": "vnc_password", "on_poweroff": "on_poweroff",
+    "on_reboot": "on_reboot", "on_crash": "on_crash",
 }
 _FLAG_PARAMS = ("pae", "acpi", "apic", "localtime")
 
@@ -454,6 +453,8 @@ def instance_from_config(values: dict) -> Instance:
         found["bootloader_args"] = " ".join(values["bootloader_args"])
     if isinstance(values.get("kernel"), str):
         found["hvmloader_path" if hvm else "kernel_path"] = values["kernel"]
+    if found.get("hvmloader_path") == params.BY_NAME["hvmloader_path"].default:
+        del found["hvmloader_path"]  # the default is no choice, and need not be checked
     if hvm:
         for flag in _FLAG_PARAMS:
             if flag in values:
@@ -487,14 +488,3 @@ def _cleanup(path: str) -> None:
     except OSError as exc:
         LOG.error("could not remove %s after a failed spawn: %s", path, exc)
 
-
-def _read_vnc_password(path: str) -> str:
-    try:
-        with open(path) as f:
-            password = f.read().rstrip("\r\n")
-    except OSError as exc:
-        raise InvalidParameter(f"parameter vnc_password_file {path!r}: cannot read it "
-                               f"({exc.strerror})") from None
-    if not password:
-        raise InvalidParameter(f"parameter vnc_password_file {path!r}: the file is empty")
-    return password

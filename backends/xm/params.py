@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from virt.errors import InvalidParameter
 from virt.objects import GuestKind
+from virt.validation import VNC_PASSWORD_RULE, is_vnc_password
 
 PV = frozenset({GuestKind.PV})
 HVM = frozenset({GuestKind.HVM})
@@ -73,6 +74,7 @@ ABS_PATH = Check(_is_abs_path, "use an absolute path without spaces, ',', '=' or
 FILE_EXISTS = Check(os.path.isfile, "the file does not exist on this host")
 BOOL = Check(lambda v: v.lower() in BOOL_WORDS, "use true or false")
 IP_ADDRESS = Check(_is_ip, "use an IPv4 or IPv6 address")
+VNC_PASSWORD = Check(is_vnc_password, VNC_PASSWORD_RULE)
 BOOT_ORDER = Check(lambda v: bool(v) and not v.strip("acdn") and len(v) <= 4,
                    "use one or more of a, c, d, n (floppy, disk, cdrom, network)")
 CPU_MASK = Check(lambda v: bool(_CPU_MASK.fullmatch(v)),
@@ -90,18 +92,19 @@ PARAMETERS: tuple[Param, ...] = (
     Param("initrd_path", PV, syntax=ABS_PATH, node=FILE_EXISTS),
     Param("root_path", PV, default="/dev/xvda1", syntax=ABS_PATH),
     Param("kernel_args", PV, default="ro"),
-    Param("bootloader", PV, syntax=ABS_PATH, node=FILE_EXISTS),
+    # bootloader, hvmloader_path, device_model: virt.hostprograms admits listed files only.
+    Param("bootloader", PV, syntax=ABS_PATH),
     Param("bootloader_args", PV),
     # HVM firmware, device model and emulated hardware.
     Param("hvmloader_path", HVM, default="/usr/lib/xen/boot/hvmloader", syntax=ABS_PATH),
-    Param("device_model", HVM, syntax=ABS_PATH, node=FILE_EXISTS),
+    Param("device_model", HVM, syntax=ABS_PATH),
     Param("boot_order", HVM, required=True, default="cd", syntax=BOOT_ORDER),
     Param("pae", HVM, default="true", syntax=BOOL),
     Param("acpi", HVM, default="true", syntax=BOOL),
     Param("apic", HVM, default="true", syntax=BOOL),
     # Loopback unless a password is set (config.render checks the pair).
     Param("vnc_bind_address", HVM, default="127.0.0.1", syntax=IP_ADDRESS),
-    Param("vnc_password_file", HVM, syntax=ABS_PATH, node=FILE_EXISTS),
+    Param("vnc_password", HVM, syntax=VNC_PASSWORD),
     Param("nic_type", HVM, default="rtl8139", syntax=in_set(*NIC_TYPES)),
     Param("cdrom_image_path", HVM, syntax=ABS_PATH, node=FILE_EXISTS),
     Param("serial", HVM, default="pty", syntax=in_set("pty", "none")),
@@ -117,10 +120,18 @@ PARAMETERS: tuple[Param, ...] = (
 
 BY_NAME = {param.name: param for param in PARAMETERS}
 
+# Params no longer read, and what to pass instead.
+RETIRED = {
+    # It read a host file chosen by the tenant into the config: any host file's first line.
+    "vnc_password_file": "pass the password itself as vnc_password (as the libvirt backend)",
+}
+
 
 def check_syntax(kind: GuestKind, params: Mapping[str, str]) -> dict[str, str]:
     """Every parameter checked without touching the host; returns them with defaults."""
     for name in params:
+        if name in RETIRED:
+            raise InvalidParameter(f"parameter {name} is no longer read: {RETIRED[name]}")
         param = BY_NAME.get(name)
         if param is None or kind not in param.kinds:
             known = ", ".join(p.name for p in PARAMETERS if kind in p.kinds)

@@ -353,12 +353,10 @@ def test_migrate_failure_keeps_source(env):
 
 
 def test_hvm_with_vnc_password_is_private(env, tmp_path):
-    password = tmp_path / "vnc-password"
-    password.write_text("s3cret\n")
     iso = tmp_path / "install.iso"
     iso.write_bytes(b"iso")
     inst = env.instance(kind=GuestKind.HVM, network_port=5905,
-                        params={"vnc_password_file": str(password),
+                        params={"vnc_password": "s3cret",
                                 "cdrom_image_path": str(iso), "nic_type": "e1000"})
     extra = tmp_path / "data.raw"
     images.create_image("raw", str(extra), "1M")
@@ -374,6 +372,54 @@ def test_hvm_with_vnc_password_is_private(env, tmp_path):
         (str(iso), "hdc", False, True)]
 
 
+@pytest.mark.parametrize("kind, params, message", [
+    (GuestKind.PV, {"bootloader": "/bin/sh"}, "not a bootloader this host allows"),
+    (GuestKind.PV, {"bootloader": "/usr/bin/pygrub/../../../bin/sh"}, "not a bootloader"),
+    (GuestKind.HVM, {"device_model": "/bin/sh"},
+     r"not a device model this host allows \(none configured\)"),
+    (GuestKind.HVM, {"hvmloader_path": "/etc/shadow"}, "not a HVM firmware this host allows"),
+    (GuestKind.HVM, {"vnc_password_file": "/etc/shadow"},
+     "vnc_password_file is no longer read: pass the password itself as vnc_password"),
+    (GuestKind.HVM, {"vnc_password": "toolongpassword"}, "use 1 to 8 printable characters"),
+])
+def test_host_programs_and_files_are_refused(env, kind, params, message):
+    inst = env.instance(kind=kind, params=params)
+    with pytest.raises(InvalidParameter, match=message):
+        env.driver.describe_spawn(inst, "base")
+    with pytest.raises(InvalidParameter, match=message):
+        env.driver.spawn(inst, "base")
+    assert env.leftovers(inst) == []
+    assert not any("create" in command for command in env.commands())
+
+
+def test_listed_host_programs_reach_the_config(env, tmp_path):
+    tools = tmp_path / "xen-tools"
+    tools.mkdir()
+    for name in ("pygrub", "qemu-dm", "hvmloader"):
+        (tools / name).write_bytes(b"#!/bin/true\n")
+        (tools / name).chmod(0o755)
+    os.symlink(tools / "pygrub", tmp_path / "pygrub-link")
+    conf = make_conf(state_path=env.conf.state_path, bootloaders=[str(tmp_path / "pygrub-link")],
+                     xm__device_models=[str(tools / "qemu-dm")],
+                     xm__hvmloaders=[str(tools / "hvmloader")],
+                     xm__config_dir=env.conf.xm.config_dir, xm__log_dir=env.conf.xm.log_dir,
+                     xm__toolstack=env.spelling)
+    driver = env.make_driver(conf)
+    pv = env.instance(params={"bootloader": str(tmp_path / "pygrub-link")})
+    hvm = env.instance(name="win", kind=GuestKind.HVM,
+                       params={"device_model": str(tools / "qemu-dm"),
+                               "hvmloader_path": str(tools / "hvmloader")})
+    for inst in (pv, hvm):
+        driver.spawn(inst, "base")
+    with libxlutil.XlConfig(env.config_path()) as xl:
+        assert xl.get_string("bootloader") == str(tools / "pygrub")
+    firmware, model = (("kernel", "device_model") if env.spelling == "xm"
+                       else ("firmware_override", "device_model_override"))
+    with libxlutil.XlConfig(env.config_path("win")) as xl:
+        assert xl.get_string(firmware) == str(tools / "hvmloader")
+        assert xl.get_string(model) == str(tools / "qemu-dm")
+
+
 def test_hvm_vnc_is_loopback_unless_a_password_is_set(env):
     open_vnc = env.instance(kind=GuestKind.HVM, params={"vnc_bind_address": "0.0.0.0"})
     with pytest.raises(InvalidParameter, match="VNC beyond loopback needs a password"):
@@ -386,12 +432,10 @@ def test_hvm_vnc_is_loopback_unless_a_password_is_set(env):
 
 
 def test_get_instance_rebuilds_from_config(env, tmp_path):
-    password = tmp_path / "pw"
-    password.write_text("pw")
     iso = tmp_path / "x.iso"
     iso.write_bytes(b"iso")
     hvm = env.instance(name="win", kind=GuestKind.HVM, network_port=5907,
-                       params={"boot_order": "dc", "nic_type": "e1000",
+                       params={"boot_order": "dc", "nic_type": "e1000", "vnc_password": "pw",
                                "cdrom_image_path": str(iso), "pae": "false"})
     pv = env.instance(params={"kernel_path": str(env.kernel), "kernel_args": "ro quiet",
                               "cpu_mask": "0-1"})

@@ -47,6 +47,8 @@ def test_config_file_is_read(tmp_path):
     ("[oslo_concurrency]\nlock_path = tmp\n", "[oslo_concurrency] lock_path (set in CONF) 'tmp'"),
     ("[DEFAULT]\nboot_file_dirs = /srv/kernels,kernels\n",
      "[DEFAULT] boot_file_dirs (set in CONF) 'kernels'"),
+    ("[DEFAULT]\nbootloaders = pygrub\n", "[DEFAULT] bootloaders (set in CONF) 'pygrub'"),
+    ("[xm]\ndevice_models = qemu-dm\n", "[xm] device_models (set in CONF) 'qemu-dm'"),
     ("[images]\nallowed_formats = raw,file\n", "[images] allowed_formats (set in CONF) "
                                                "'raw,file': Valid values are [raw, qcow2"),
     ("[images]\nallowed_formats = blkdebug\n", "[images] allowed_formats (set in CONF) 'blkdebug'"),

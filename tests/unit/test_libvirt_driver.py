@@ -220,6 +220,9 @@ def test_failed_spawn_leaves_nothing(driver, conf, store, tmp_path, case, step, 
      r"initrd_path'\] '/etc/shadow': not inside a directory allowed for boot files"),
     ({"cdrom_image_path": "/dev/vda"}, r"cdrom_image_path'\] '/dev/vda': not inside"),
     ({"kernel_image": "tiny", "initrd_path": "/proc/self/environ"}, "not inside"),
+    ({"bootloader": "/bin/sh"},
+     r"bootloader'\] '/bin/sh': not a bootloader this host allows .*\[DEFAULT\] bootloaders"),
+    ({"bootloader": "/usr/bin/pygrub/../../../bin/sh"}, "not a bootloader this host allows"),
 ])
 def test_host_files_never_reach_the_domain(driver, conf, params, message):
     instance = _instance(params=params)
@@ -229,6 +232,18 @@ def test_host_files_never_reach_the_domain(driver, conf, params, message):
         driver.spawn(instance, "tiny")
     assert exc.value.step == "xml"
     assert _left_behind(conf, driver, instance.name) == ([], False)
+
+
+def test_a_listed_bootloader_passes_on_to_the_guest_checks(conf, store, tmp_path):
+    pygrub = tmp_path / "pygrub"
+    pygrub.write_bytes(b"#!/bin/true\n")
+    pygrub.chmod(0o755)
+    allowed = LibvirtDriver(make_conf(virt_type="qemu", state_path=conf.state_path,
+                                      bootloaders=[str(pygrub)],
+                                      libvirt__connection_uri=TEST_URI))
+    # test:///default cannot run Xen PV guests: the next check is the guest kind's.
+    with pytest.raises(InvalidParameter, match="only Xen PV guests use a bootloader"):
+        allowed.describe_spawn(_instance(params={"bootloader": str(pygrub)}), "tiny")
 
 
 def test_boot_files_from_the_store_or_an_allowed_directory(driver, conf, store, tmp_path):
