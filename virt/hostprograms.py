@@ -29,6 +29,11 @@ class HostProgram:
     executable: bool
 
 
+# pygrub's options that only choose what to boot from the guest's own disk;
+# others (--output, --output-directory, --isconfig, a disk path) name host files.
+BOOTLOADER_FLAGS = frozenset({"-q", "--quiet", "-n", "--not-really"})
+BOOTLOADER_OPTIONS = frozenset({"--entry", "--kernel", "--ramdisk", "--args"})
+
 HOST_PROGRAMS = (
     HostProgram("bootloader", "bootloader", None, "bootloaders", executable=True),
     HostProgram("device_model", "device model", "xm", "device_models", executable=True),
@@ -49,11 +54,29 @@ def resolve_host_programs(params: Mapping[str, str],
     An empty value is left alone: the backend reads it as "not set".
     """
     resolved = dict(params)
+    if resolved.get("bootloader_args"):
+        check_bootloader_args(resolved["bootloader_args"])
     for program in HOST_PROGRAMS:
         value = resolved.get(program.param)
         if value != "" and value is not None:
             resolved[program.param] = _allowed_program(program, value, allowed[program.param])
     return resolved
+
+
+def check_bootloader_args(value: str, field: str = "params['bootloader_args']") -> str:
+    """Bootloader arguments that choose from the guest's disk and never name a host file.
+
+    The bootloader runs as root in dom0 and the toolstack appends these to its
+    own command line, so any other option could point it at host paths.
+    """
+    for word in value.split():
+        option, has_value, _ = word.partition("=")
+        if not (word in BOOTLOADER_FLAGS or (has_value and option in BOOTLOADER_OPTIONS)):
+            raise InvalidParameter(
+                f"{field} {value!r}: {word!r} is not allowed; use only "
+                f"{', '.join(sorted(BOOTLOADER_FLAGS))} or "
+                f"{', '.join(o + '=VALUE' for o in sorted(BOOTLOADER_OPTIONS))}")
+    return value
 
 
 def _allowed_program(program: HostProgram, value: str, allowed: Sequence[str]) -> str:

@@ -69,3 +69,19 @@ def test_the_defaults_allow_pygrub_and_the_stock_hvmloader_only(tmp_path):
                        "device_model": [], "hvmloader_path": ["/usr/lib/xen/boot/hvmloader"]}
     with pytest.raises(InvalidParameter, match=r"\(none configured\).*\[xm\] device_models"):
         resolve_host_programs({"device_model": "/usr/lib/xen/bin/qemu-dm"}, allowed)
+
+
+@pytest.mark.parametrize("args", [
+    "--output-directory=/etc", "--output=/etc/shadow", "--isconfig", "/etc/shadow",
+    "-q /dev/sda", "--entry=1 --output-format=simple", "--entry",
+])
+def test_bootloader_args_naming_host_files_are_refused(host, args):
+    _tools, allowed = host
+    with pytest.raises(InvalidParameter, match="bootloader_args.*is not allowed"):
+        resolve_host_programs({"bootloader_args": args}, allowed)
+
+
+def test_bootloader_args_that_choose_from_the_guest_disk_pass(host):
+    _tools, allowed = host
+    args = "-q --entry=1 --kernel=/boot/vmlinuz --ramdisk=/boot/initrd.img --args=quiet"
+    assert resolve_host_programs({"bootloader_args": args}, allowed)["bootloader_args"] == args
