@@ -27,7 +27,6 @@ from virt.domain import METADATA_NS, Disk, Domain
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
-    ImageNotFound,
     InstanceExists,
     InstanceNotFound,
     InvalidParameter,
@@ -492,9 +491,7 @@ class LibvirtDriver(ComputeDriver):
             raise InvalidParameter(f"snapshot format {fmt!r}: use qcow2 or raw")
         if compress and fmt != "qcow2":
             raise InvalidParameter("compress: only qcow2 snapshots can be compressed")
-        with contextlib.suppress(ImageNotFound):
-            self.store.get(image_name)
-            raise InvalidParameter(f"image {image_name!r} already exists: choose another name")
+        self.store.refuse_existing(image_name)
         domain = self._definition(instance.name)
         root = next((d for d in domain.devices_of(Disk) if d.device == "disk" and d.source),
                     None)
@@ -516,19 +513,13 @@ class LibvirtDriver(ComputeDriver):
 
     def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
                 arch: str | None, progress: Progress | None) -> None:
-        os.makedirs(self.store.directory, exist_ok=True)
         filename = f"{image_name}.img"
-        target = os.path.join(self.store.directory, filename)
-        if os.path.exists(target):
-            raise InvalidParameter(f"image file {target} already exists: choose another name")
-        images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
-                                compress=compress, progress=progress)
-        try:
-            self.store.register(image_name, fmt, images.get_disk_size(target, fmt),
-                                {"arch": arch} if arch else {}, filename=filename)
-        except BaseException:
-            remove_quietly(target)
-            raise
+        with self.store.staging("snapshot-" + image_name) as staging:
+            target = os.path.join(staging, filename)
+            images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
+                                    compress=compress, progress=progress)
+            self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
+                               {"arch": arch} if arch else {}, [filename])
 
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
         """Peer-to-peer (live) migration to the libvirt URI `dest`.

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from virt import images
-from virt.errors import ImageNotFound, InvalidParameter, UnsafeImage
-from virt.imagestore import LocalImageStore, file_sha256
+from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage
+from virt.imagestore import DamagedRecord, LocalImageStore, file_sha256
 
 from .test_images import (
     make_qcow2_with_backing,
@@ -152,12 +152,12 @@ def test_a_record_naming_a_file_outside_the_store_is_refused(store, outside):
     record["file"] = "../../etc/passwd"
     with open(record_path, "w") as f:
         json.dump(record, f)
-    with pytest.raises(Exception, match="outside the store"):
+    with pytest.raises(DamagedRecord, match="'file' must be a file name in the store"):
         store.get("victim")
 
 
 def test_missing_source_file_fails_cleanly(store, outside):
-    with pytest.raises(UnsafeImage, match="No such file|cannot read"):
+    with pytest.raises(ImageError, match="cannot read .*nothing: No such file"):
         store.import_image("missing", str(outside / "nothing"), "qcow2")
     assert store_files(store) == []
 
