@@ -2,6 +2,11 @@
 
 import json
 import os
+import stat
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -170,3 +175,86 @@ def test_from_conf_uses_the_options(tmp_path):
     assert store.directory == str(tmp_path / "images")
     assert store.max_virtual_size == 2 << 30
     assert store.limits.cpu_seconds == 9
+
+
+SWAPPER = """
+import os, sys
+clean, hostile, src, stop = sys.argv[1:]
+while not os.path.exists(stop):
+    for version in (clean, hostile):
+        os.link(version, src + ".next")
+        os.rename(src + ".next", src)
+"""
+
+
+def stored_bytes(store):
+    for entry in store_files(store):
+        with open(os.path.join(store.directory, entry), "rb") as f:
+            yield entry, f.read()
+
+
+def test_a_source_swapped_during_imports_never_brings_a_host_file_in(tmp_path):
+    """200 imports while another process flips the source between a clean qcow2
+    and one whose backing file is a host file: no byte of it reaches the store."""
+    secret = b"HOST-FILE-MARKER" * 4096
+    (tmp_path / "host-file").write_bytes(secret)
+    clean = str(tmp_path / "clean.qcow2")
+    images.create_image("qcow2", clean, "1M")
+    qemu_io(clean, "qcow2", "write -P 0x11 0 64k")
+    hostile = make_qcow2_with_backing(tmp_path, str(tmp_path / "host-file"))
+    src, stop = str(tmp_path / "upload.qcow2"), str(tmp_path / "stop")
+    os.link(hostile, src)  # the swapper links clean first: never a rename onto itself
+    store = LocalImageStore(str(tmp_path / "store"), max_virtual_size=1 << 40)
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, clean, hostile, src, stop])
+    outcomes = {"imported": 0, "refused": 0}
+    try:
+        while os.stat(src).st_ino == os.stat(hostile).st_ino:
+            time.sleep(0.01)  # the swapper has started
+        for n in range(200):
+            try:
+                store.import_image(f"upload-{n}", src, "qcow2")
+                outcomes["imported"] += 1
+            except UnsafeImage:
+                outcomes["refused"] += 1
+    finally:
+        open(stop, "w").close()
+        swapper.wait()
+    leaked = sorted(entry for entry, data in stored_bytes(store) if secret[:16] in data)
+    assert leaked == [], f"host file bytes in {len(leaked)}/200 imports ({outcomes})"
+    print(f"swapper: host file bytes in 0/200 imports ({outcomes})")
+    # Both versions were really met: the race was run, not avoided.
+    assert outcomes["imported"] and outcomes["refused"], outcomes
+    assert all(reads_pattern(i.path, "qcow2", 0x11, 0, 65536) for i in store.list())
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device", "symlink"])
+def test_a_source_that_is_not_a_regular_file_is_refused_before_any_read(store, tmp_path,
+                                                                       kind):
+    src = str(tmp_path / "source")
+    if kind == "fifo":
+        os.mkfifo(src)  # a read would block the import forever
+    elif kind == "directory":
+        os.mkdir(src)
+    elif kind == "device":
+        os.mknod(src, 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero
+    else:
+        os.symlink("/etc/passwd", src)
+    what = {"fifo": "a FIFO", "directory": "a directory", "device": "a device",
+            "symlink": "a symbolic link"}[kind]
+    done = threading.Event()
+    threading.Thread(target=release_fifo_readers, args=(src, done), daemon=True).start()
+    try:
+        with pytest.raises(InvalidParameter, match=f"source is {what}, not a regular file"):
+            store.import_image("special", src, "raw")
+    finally:
+        done.set()
+    assert store_files(store) == []
+
+
+def release_fifo_readers(path, done):
+    """Let a reader of the FIFO `path` see EOF instead of blocking the test forever."""
+    while not done.is_set():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: nobody reads it (or it is no FIFO)
+            done.wait(0.05)
