@@ -41,6 +41,7 @@ from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
+from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
 
 LOG = logging.getLogger(__name__)
@@ -170,6 +171,19 @@ class LibvirtDriver(ComputeDriver):
     def init_host(self, host: str) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         self._connection.get()
+        self.reclaim()
+
+    def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
+        return {"spawn": self._undo_dead_spawn}
+
+    def _undo_dead_spawn(self, marker: dict) -> None:
+        """A spawn killed midway: the domain it defined (same uuid) and its directory go."""
+        name, uuid = check_instance_name(marker["name"]), str(uuidlib.UUID(marker["uuid"]))
+        with contextlib.suppress(InstanceNotFound):
+            if self._with_domain(name, "look up", lambda dom: dom.UUIDString()) == uuid:
+                self._hard_stop(name)
+                self._undefine(name)
+        remove_quietly(os.path.join(self.conf.instances_path, uuid))
 
     def close(self) -> None:
         """Close the libvirt connection; the next call would open a new one."""
@@ -227,6 +241,11 @@ class LibvirtDriver(ComputeDriver):
                                  "destroy it first or choose another name")
         nics = list(nics) or list(instance.nics)
         undo = _Undo()
+        os.makedirs(self.conf.instances_path, exist_ok=True)
+        # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
+        marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
+                                 uuid=directory.rsplit("/", 1)[-1])
+        undo.push("spawn marker", marker.release)
         step = "image"
         try:
             image = self._image(image_id)
@@ -245,6 +264,7 @@ class LibvirtDriver(ComputeDriver):
             undo.push("running domain", lambda: self._hard_stop(instance.name))
             step = "wait"
             self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+            marker.release()
         except VirtError as e:
             undo.run()
             raise SpawnError(step, str(e)) from None

@@ -258,3 +258,84 @@ def release_fifo_readers(path, done):
             os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:  # ENXIO: nobody reads it (or it is no FIFO)
             done.wait(0.05)
+
+
+def race(*imports):
+    """Run the imports at once, each held at its first progress report until all are there."""
+    barrier = threading.Barrier(len(imports))
+    results = [None] * len(imports)
+
+    def run(i, fn):
+        first = [True]
+
+        def progress(_fraction):
+            if first.pop() if first else False:
+                barrier.wait(timeout=60)
+        try:
+            results[i] = fn(progress)
+        except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
+            results[i] = exc
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(imports)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_two_imports_of_one_name_at_once_one_wins_the_other_is_told(store, outside):
+    first, second = str(outside / "a.raw"), str(outside / "b.raw")
+    images.create_image("raw", first, "1M")
+    images.create_image("raw", second, "2M")
+    results = race(lambda p: store.import_image("same", first, "raw", progress=p),
+                   lambda p: store.import_image("same", second, "raw", progress=p))
+    winners = [r for r in results if not isinstance(r, Exception)]
+    [loser] = [r for r in results if isinstance(r, Exception)]
+    assert len(winners) == 1 and store.get("same") == winners[0]
+    assert isinstance(loser, InvalidParameter)
+    assert "image 'same' was stored meanwhile by another operation" in str(loser)
+    assert store_files(store) == ["same.img", "same.json"]
+    assert file_sha256(store.get("same").path) == store.get("same").sha256
+
+
+DAMAGED = {
+    "empty object": ("{}", "'file' is missing"),
+    "list": ("[]", "it holds a JSON list, not an object"),
+    "not json": ("{not json", "it is not readable JSON"),
+    "missing sha256": ('{"file": "x.img", "format": "raw", "virtual_size": 1}',
+                       "'sha256' is missing"),
+    "size as text": ('{"file": "x.img", "format": "raw", "virtual_size": "1G", '
+                     f'"sha256": "{"0" * 64}"}}', "'virtual_size' must be a whole number"),
+    "properties as list": ('{"file": "x.img", "format": "raw", "virtual_size": 1, '
+                           f'"sha256": "{"0" * 64}", "properties": []}}',
+                           "'properties' must be an object of strings"),
+    "chain of numbers": ('{"file": "x.img", "format": "qcow2", "virtual_size": 1, '
+                         f'"sha256": "{"0" * 64}", "backing_chain": [1]}}',
+                         "'backing_chain' must be a list of file names"),
+    "unknown format": ('{"file": "x.img", "format": "host_device", "virtual_size": 1, '
+                       f'"sha256": "{"0" * 64}"}}', "'format' must be raw or qcow2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_record_is_named_listed_apart_and_deletable(store, outside, case):
+    text, reason = DAMAGED[case]
+    src = str(outside / "disk.raw")
+    images.create_image("raw", src, "1M")
+    store.import_image("good", src, "raw")
+    record = os.path.join(store.directory, "bad.json")
+    with open(record, "w") as f:
+        f.write(text)
+    with open(os.path.join(store.directory, "bad.img"), "w") as f:
+        f.write("its image")
+    with pytest.raises(DamagedRecord) as caught:
+        store.get("bad")
+    message = str(caught.value)
+    assert message.startswith(f"record {record} of image 'bad' is damaged: {reason}")
+    assert message.endswith("'virt-driver image delete bad' removes it")
+    assert "\n" not in message
+    found, damaged = store.scan()
+    assert [i.name for i in found] == ["good"] and list(damaged) == ["bad"]
+    assert store.reclaim() == []  # a damaged record and its image wait for a person
+    store.delete("bad")
+    assert store_files(store) == ["good.img", "good.json"]
