@@ -244,7 +244,7 @@ class LibvirtDriver(ComputeDriver):
         os.makedirs(self.conf.instances_path, exist_ok=True)
         # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
         marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
-                                 uuid=directory.rsplit("/", 1)[-1])
+                                 uuid=os.path.basename(directory))
         undo.push("spawn marker", marker.release)
         step = "image"
         try:
