@@ -5,13 +5,13 @@ VENV   ?= .venv
 PYTEST := $(VENV)/bin/pytest
 RUFF   := $(VENV)/bin/ruff
 
-.PHONY: demo test bootstrap daemons lint unit functional genconfig bench
+.PHONY: demo test bootstrap daemons lint unit functional fault genconfig bench
 
 demo: bootstrap daemons
 	$(VENV)/bin/python tools/demo.py
 
 test: bootstrap daemons lint
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/fault
 
 bootstrap:
 	tools/bootstrap.sh
@@ -27,6 +27,9 @@ unit: bootstrap
 
 functional: daemons
 	$(PYTEST) -q tests/functional
+
+fault: daemons
+	$(PYTEST) -q tests/fault
 
 genconfig: bootstrap
 	$(VENV)/bin/oslo-config-generator --namespace virt-driver \

@@ -1,17 +1,18 @@
 """Image chains: a qcow2 leaf and its parents moved between hosts as one tarball.
 
-Export hard-links the chain into a staging directory beside the leaf as
+Export hard-links the chain into a held staging directory beside the leaf as
 `0.qcow2` (the leaf) ... `N-1.qcow2` (the base) and streams a gzip tarball of
 it; the store's files are never written. Import unpacks into a staging
 directory inside the store, refuses anything but sequence-named regular
 files, inspects every file as untrusted, gives the files fresh UUID names,
 replaces every recorded parent pointer (never following one), validates the
-chain, and only then moves the files into the store and records the leaf.
+chain, and only then publishes it: the record first, then the files (see
+virt.imagestore). Both staging directories are held temporaries
+(virt.fileutils), so a reclaim removes them once their operation is dead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import gzip
 import itertools
@@ -19,7 +20,6 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import time
 import uuid
 import zlib
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from virt import images
-from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage, VirtError
-from virt.fileutils import fsync_path, remove_quietly
+from virt.errors import ImageError, UnsafeImage, VirtError
+from virt.fileutils import held_staging_dir, remove_quietly
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
 from virt.validation import check_image_name
@@ -58,27 +58,6 @@ class ChainFile:
         return os.path.basename(self.path)
 
 
-_IMPORT_STAGING, _EXPORT_STAGING = ".staging-", ".export-"
-
-
-def remove_stale_staging(directory: str, min_age: float = 24 * 3600) -> list[str]:
-    """Remove staging directories a killed import or export left behind.
-
-    Only those older than `min_age` seconds: a younger one may belong to a
-    transfer still running. Returns the removed paths.
-    """
-    removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in sorted(os.listdir(directory)):
-            path = os.path.join(directory, entry)
-            if (entry.startswith((_IMPORT_STAGING, _EXPORT_STAGING)) and os.path.isdir(path)
-                    and not os.path.islink(path)
-                    and time.time() - os.stat(path).st_mtime >= min_age):
-                remove_quietly(path)
-                removed.append(path)
-    return removed
-
-
 # -- export -------------------------------------------------------------------
 
 def export_image(store: LocalImageStore, name: str, fileobj: BinaryIO,
@@ -98,14 +77,10 @@ def export_chain(leaf_path: str, fileobj: BinaryIO, progress: Progress | None = 
     delete; the links are only ever read, and removed whatever happens.
     """
     chain = chain_of(leaf_path, fmt)
-    staging = tempfile.mkdtemp(prefix=_EXPORT_STAGING,
-                               dir=os.path.dirname(os.path.abspath(leaf_path)))
-    try:
+    with held_staging_dir(os.path.dirname(os.path.abspath(leaf_path)), "export") as staging:
         staged = _link_into(staging, chain)
         _write_tarball(staged, fileobj, progress, compresslevel)
         return [f.name for f in staged]
-    finally:
-        remove_quietly(staging)
 
 
 def chain_of(leaf_path: str, fmt: str) -> list[ChainFile]:
@@ -198,37 +173,19 @@ def import_chain(fileobj: BinaryIO, store: LocalImageStore, name: str,
     On any failure nothing reaches the store and the staging directory is gone.
     """
     check_image_name(name)
-    _refuse_existing(store, name)
-    os.makedirs(store.directory, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=_IMPORT_STAGING, dir=store.directory)
-    moved: list[str] = []
-    try:
+    store.refuse_existing(name)
+    with store.staging("chain-" + name) as staging:
         meter = _Meter(total_bytes or _file_size(fileobj), progress, scale=0.9)
         chain = _sequence(staging, _unpack(fileobj, staging, max_size, meter))
         chain = _inspect(chain, store)
         chain = _give_uuid_names(chain)
         _relink(chain)
         virtual_size = _validate(chain, store.limits)
-        moved = _move_into(chain, store.directory)
-        _refuse_existing(store, name)  # another import may have taken the name meanwhile
-        store.register(name, chain[0].format, virtual_size, properties,
-                       filename=chain[0].name, backing_chain=tuple(f.name for f in chain[1:]))
-    except BaseException:
-        for path in moved:
-            remove_quietly(path)
-        raise
-    finally:
-        remove_quietly(staging)
+        store.publish(name, staging, chain[0].format, virtual_size, properties,
+                      [f.name for f in chain])
     if progress:
         progress(1.0)
     return {"root": {"uuid": chain[0].name.split(".")[0]}}
-
-
-def _refuse_existing(store: LocalImageStore, name: str) -> None:
-    with contextlib.suppress(ImageNotFound):
-        store.get(name)
-        raise InvalidParameter(f"image {name!r} already exists: delete it first "
-                               "or choose another name")
 
 
 def _file_size(fileobj: BinaryIO) -> int | None:
@@ -368,7 +325,7 @@ def _inspect(chain: list[ChainFile], store: LocalImageStore) -> list[ChainFile]:
 def _convert_vhd(vhd: ChainFile, store: LocalImageStore) -> ChainFile:
     images.inspect_untrusted(vhd.path, "vpc", store.max_virtual_size, store.limits)
     converted = os.path.join(os.path.dirname(vhd.path), "0.qcow2")
-    images.convert(vhd.path, "vpc", converted, "qcow2")
+    images.convert(vhd.path, "vpc", converted, "qcow2", untrusted=True)
     remove_quietly(vhd.path)
     return ChainFile(converted, "qcow2")
 
@@ -425,21 +382,3 @@ def _check_summary(stdout: str | None) -> str:
         return (stdout or "").strip()
     return ", ".join(f"{key}={result[key]}" for key in ("corruptions", "check-errors", "leaks")
                      if result.get(key))
-
-
-def _move_into(chain: list[ChainFile], directory: str) -> list[str]:
-    """Rename the staged files into the store (same filesystem); their new paths."""
-    moved = []
-    try:
-        for member in reversed(chain):
-            target = os.path.join(directory, member.name)
-            if os.path.lexists(target):
-                raise VirtError(f"{target} already exists: UUID collision, try again")
-            os.rename(member.path, target)
-            moved.append(target)
-        fsync_path(directory)
-    except BaseException:
-        for path in moved:
-            remove_quietly(path)
-        raise
-    return moved

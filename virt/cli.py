@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("host-info", help="what this host offers, and which backend serves")
     p = sub.add_parser("cache-cleanup", help="remove unused cached base images")
     p.add_argument("--min-age", type=int, default=86400, metavar="S")
+    p = sub.add_parser("cleanup", help="remove what killed operations left behind")
+    p.add_argument("--path", action="append", default=[], metavar="DIR",
+                   help="also a directory an export wrote into (its .vd-tmp- files)")
     return parser
 
 
@@ -258,7 +261,9 @@ class Commands:
                       image=image)
 
     def do_image_list(self) -> None:
-        found = self.store().list()
+        found, damaged = self.store().scan()
+        for error in damaged.values():
+            print(f"virt-driver: warning: {error}", file=sys.stderr)
         rows = [{"name": i.name, "format": i.format, "virtual_size": i.virtual_size,
                  "arch": i.properties.get("arch"), "sha256": i.sha256[:12]} for i in found]
         self.out.result(found, lambda: print_table(rows, ["name", "format", "virtual_size",
@@ -411,10 +416,23 @@ class Commands:
         self.out.result(data, lambda: print_fields(data))
 
     def do_cache_cleanup(self) -> None:
-        # The reclaim of crash leftovers (`virt-driver cleanup`) belongs here, before the bases.
+        reclaimed = self.driver.reclaim()
         cache = ImageCache.from_conf(self.conf)
         removed = cache.cleanup([self.conf.instances_path], self.args.min_age)
-        self.out.done(f"removed {len(removed)} unused base image(s)", removed=removed)
+        self.out.done(f"removed {len(removed)} unused base image(s) and "
+                      f"{len(reclaimed)} leftover(s) of killed operations",
+                      removed=removed, reclaimed=reclaimed)
+
+    def do_cleanup(self) -> None:
+        reclaimed = self.driver.reclaim(self.args.path)
+        freed = sum(r.bytes for r in reclaimed)
+        rows = [{"path": r.path, "bytes": r.bytes, "what": r.what} for r in reclaimed]
+
+        def table() -> None:
+            if rows:
+                print_table(rows, ["path", "bytes", "what"])
+            print(f"freed {freed} bytes in {len(rows)} leftover(s) of killed operations")
+        self.out.result({"reclaimed": reclaimed, "freed_bytes": freed}, table)
 
 
 def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
+from virt import recovery
 from virt.errors import BackendUnavailable, InvalidParameter
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
 from virt.validation import (
@@ -107,7 +108,23 @@ class ComputeDriver(abc.ABC):
 
     @abc.abstractmethod
     def init_host(self, host: str) -> None:
-        """Prepare the host: directories, connection, state resync."""
+        """Prepare the host: directories, connection, state resync, reclaim()."""
+
+    def reclaim(self, directories: Iterable[str] = ()) -> list[recovery.Reclaimed]:
+        """Remove what killed operations left on this host; what was freed.
+
+        The instances path, the image store, the base cache and `directories`;
+        a live operation's files are never touched (see virt.recovery).
+        """
+        from virt.imagestore import LocalImageStore
+        return recovery.reclaim_host(LocalImageStore.from_conf(self.conf),
+                                     self.conf.instances_path,
+                                     [self.conf.images.cache_path, *directories],
+                                     self.undo_handlers())
+
+    def undo_handlers(self) -> recovery.Handlers:
+        """Kind of operation -> how to undo what a killed one of that kind did."""
+        return {}
 
     @abc.abstractmethod
     def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),

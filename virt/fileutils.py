@@ -1,37 +1,112 @@
-"""Atomic file creation, quiet removal and filesystem facts, shared by every writer.
+"""Atomic file creation, held temporaries, quiet removal and filesystem facts.
 
 A result appears under its final name only when complete: work happens on a
 temporary name in the same directory, then fsync and rename.
+
+Every temporary file and staging directory is named TEMP_PREFIX + ... and
+its owner holds an flock on it for its whole life, so a reclaim (see
+virt.recovery) can tell the leftovers of a killed operation (unlocked) from
+the work of a live one (locked). flock locks are separate from the OFD
+byte-range locks QEMU takes on images, so both can hold the same file.
+An entry is created and locked under a shared flock on its directory; a
+reclaim scans under an exclusive one, so it never sees an entry between its
+creation and its lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 
+from virt.errors import ImageError, InvalidParameter
+
 GiB = 1 << 30
+TEMP_PREFIX = ".vd-tmp-"
+_FICLONE = 0x40049409  # ioctl: share all of a file's extents (a reflink)
+_NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str, exclusive: bool) -> Iterator[None]:
+    """An flock on `directory` itself: shared to create entries, exclusive to reclaim."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def try_lock(path: str) -> int | None:
+    """An fd holding an exclusive flock on `path`, or None if someone else holds one.
+
+    Raises OSError for a path that cannot be opened (ELOOP for a symbolic link).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def held_temporary(directory: str, label: str) -> Iterator[str]:
+    """A new empty file TEMP_PREFIX+label+random in `directory`, locked while the block runs.
+
+    Removed when the block ends unless the block renamed it away.
+    """
+    with directory_lock(directory, exclusive=False):
+        fd, path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{label[:100]}.", dir=directory)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield path
+    finally:
+        remove_quietly(path)  # before the unlock: a reclaim never sees it unlocked
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def held_staging_dir(directory: str, label: str) -> Iterator[str]:
+    """A new private directory TEMP_PREFIX+label+random in `directory`, locked and
+    removed with everything in it when the block ends."""
+    with directory_lock(directory, exclusive=False):
+        path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{label[:100]}.", dir=directory)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        # Shared: the owner creates temporaries in it under a shared lock too,
+        # and a reclaim's exclusive try still fails while the owner lives.
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        yield path
+    finally:
+        remove_quietly(path)
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_target(path: str) -> Iterator[str]:
-    """Yield a temporary path beside `path`; rename it to `path` on success.
+    """Yield a held temporary beside `path`; rename it to `path` on success.
 
-    The temporary is removed if the block raises. The caller fills the file.
+    The temporary is removed if the block raises. The caller fills the file
+    (in place: replacing the temporary would drop its lock).
     """
     directory, base = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with held_temporary(directory, base) as tmp:
         yield tmp
         fsync_path(tmp)
         os.rename(tmp, path)
         fsync_path(directory)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
 
 
 def atomic_write(path: str, data: str | bytes, mode: int = 0o644) -> None:
@@ -40,6 +115,77 @@ def atomic_write(path: str, data: str | bytes, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         with open(tmp, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+
+
+def private_copy(source: str, target: str) -> None:
+    """Copy the regular file `source` into a new file `target` (mode 0600), opening it once.
+
+    What is copied is what the caller inspects and uses afterwards: the path
+    `source` is never opened again. A symbolic link, FIFO, device or
+    directory is refused before any read. A reflink where the filesystem
+    can, else a sparse copy (holes stay holes).
+    """
+    try:
+        _refuse_special(source, os.lstat(source).st_mode)
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # swapped for a link after the lstat
+            _refuse_special(source, stat.S_IFLNK)
+        raise ImageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        _refuse_special(source, os.fstat(fd).st_mode)  # what was opened, not what was seen
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.ioctl(out, _FICLONE, fd)
+            except OSError:
+                _sparse_copy(fd, out, size)
+            os.fsync(out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _refuse_special(path: str, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a FIFO" if stat.S_ISFIFO(mode) else "a device"
+                if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else "a socket")
+        raise InvalidParameter(f"{path} is {kind}, not a regular file: give the path of "
+                               "the image file itself")
+
+
+def _sparse_copy(src: int, dst: int, size: int) -> None:
+    """Copy the data extents of `src` (SEEK_DATA/SEEK_HOLE) to the same offsets in `dst`."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+            end = min(os.lseek(src, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # only a hole is left
+            start, end = offset, size  # no hole support here: copy it all
+        _copy_range(src, dst, start, end - start)
+        offset = end
+    os.ftruncate(dst, size)
+
+
+def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
+    end = offset + count
+    while offset < end:
+        try:
+            done = os.copy_file_range(src, dst, end - offset, offset, offset)
+        except OSError as exc:
+            if exc.errno not in _NO_COPY_FILE_RANGE:
+                raise
+            data = os.pread(src, min(_CHUNK, end - offset), offset)
+            done = os.pwrite(dst, data, offset) if data else 0
+        if done == 0:
+            return  # the file shrank meanwhile: the copy ends where it did
+        offset += done
 
 
 def remove_quietly(path: str) -> None:

@@ -1,9 +1,18 @@
 """The local image store: the embedded default source of base images.
 
 Layout of the store directory: `NAME.img` holds the image, `NAME.json` its
-record (format, virtual size, sha256, properties). Only raw and qcow2 are
+record (format, virtual size, sha256, properties); an imported chain keeps
+its files under UUID names that its record lists. Only raw and qcow2 are
 stored: every other accepted format is converted to qcow2 on import, and
-every import is rewritten by qemu-img, never copied byte for byte.
+every import is rewritten by qemu-img from a private copy of the source,
+never copied byte for byte and never read from the outside path twice.
+
+An image and its record appear and disappear together: work happens in a
+held staging directory (virt.fileutils), then under the store's exclusive
+directory lock the record is linked first (which claims the name: of two
+imports of one name, exactly one wins) and the files renamed in last.
+A crash between the two leaves a record without its files, which reclaim()
+removes, as it removes files no record names.
 """
 
 from __future__ import annotations
@@ -12,16 +21,56 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from virt import images
 from virt.errors import ImageNotFound, InvalidParameter, VirtError
-from virt.fileutils import atomic_write, remove_quietly
+from virt.fileutils import (
+    directory_lock,
+    fsync_path,
+    held_staging_dir,
+    private_copy,
+    remove_quietly,
+)
+from virt.recovery import Reclaimed, freed_bytes, reclaim_entries
 from virt.validation import check_image_name
 
 _IMAGE_SUFFIX = ".img"
 _RECORD_SUFFIX = ".json"
+_DATA_SUFFIXES = (_IMAGE_SUFFIX, ".qcow2", ".raw")  # file names an image's data may have
 _HASH_CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class DamagedRecord(VirtError):
+    """A store record that cannot be read or lacks what an image needs."""
+
+
+def _store_file(value) -> bool:
+    return (isinstance(value, str) and value == os.path.basename(value)
+            and value not in ("", ".", "..") and not value.startswith("."))
+
+
+def _whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# key, required, check, what the value must be
+_RECORD_FIELDS: tuple[tuple[str, bool, Callable[[object], bool], str], ...] = (
+    ("file", True, _store_file, "a file name in the store"),
+    ("format", True, lambda v: v in ("raw", "qcow2"), "raw or qcow2"),
+    ("virtual_size", True, _whole_number, "a whole number of bytes"),
+    ("sha256", True, lambda v: isinstance(v, str) and bool(_SHA256.fullmatch(v)),
+     "64 lowercase hex digits"),
+    ("properties", False,
+     lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in (*v, *v.values())),
+     "an object of strings"),
+    ("backing_chain", False, lambda v: isinstance(v, list) and all(map(_store_file, v)),
+     "a list of file names in the store"),
+)
 
 
 @dataclass(frozen=True)
@@ -64,85 +113,187 @@ class LocalImageStore:
     def import_image(self, name: str, path: str, fmt: str,
                      properties: dict[str, str] | None = None,
                      progress: images.Progress | None = None) -> StoredImage:
-        """Inspect an outside image, then rewrite it into the store."""
+        """Copy an outside image privately, inspect the copy, rewrite it into the store."""
         check_image_name(name)
         if fmt not in self.allowed_formats:
             raise InvalidParameter(f"format {fmt!r}: use one of {', '.join(self.allowed_formats)}")
-        if self._exists(name):
-            raise InvalidParameter(f"image {name!r} already exists: delete it first "
-                                   "or choose another name")
-        inspected = images.inspect_untrusted(path, fmt, self.max_virtual_size, self.limits)
-        os.makedirs(self.directory, exist_ok=True)
+        self.refuse_existing(name)
         stored_fmt = "raw" if fmt == "raw" else "qcow2"
-        target = self._image_path(name)
-        images.convert(path, fmt, target, stored_fmt, progress=progress)
-        try:
-            return self.register(name, stored_fmt, inspected.virtual_size, properties)
-        except BaseException:
-            remove_quietly(target)
-            raise
+        filename = name + _IMAGE_SUFFIX
+        with self.staging("import-" + name) as staging:
+            os.mkdir(os.path.join(staging, "source"), 0o700)
+            copy = os.path.join(staging, "source", os.path.basename(path) or "image")
+            private_copy(path, copy)
+            inspected = images.inspect_untrusted(copy, fmt, self.max_virtual_size, self.limits)
+            images.convert(copy, fmt, os.path.join(staging, filename), stored_fmt,
+                           progress=progress, untrusted=True)
+            remove_quietly(copy)
+            return self.publish(name, staging, stored_fmt, inspected.virtual_size, properties,
+                                [filename])
 
-    def register(self, name: str, fmt: str, virtual_size: int,
-                 properties: dict[str, str] | None = None, filename: str | None = None,
-                 backing_chain: tuple[str, ...] = ()) -> StoredImage:
-        """Record an image whose file (and chain files) are already in the store.
+    @contextlib.contextmanager
+    def staging(self, label: str) -> Iterator[str]:
+        """A held staging directory in the store, for files publish() moves in."""
+        os.makedirs(self.directory, exist_ok=True)
+        with held_staging_dir(self.directory, label) as path:
+            yield path
 
-        filename and backing_chain are names of files in the store directory;
-        filename defaults to NAME.img.
-        """
+    def publish(self, name: str, staging: str, fmt: str, virtual_size: int,
+                properties: dict[str, str] | None, files: list[str]) -> StoredImage:
+        """Move `files` (names in `staging`, leaf first, its parents after) into the store
+        as image `name`: the record first, which claims the name, then the files."""
         check_image_name(name)
-        filename = filename or name + _IMAGE_SUFFIX
-        record = {"file": filename, "format": fmt, "virtual_size": virtual_size,
-                  "sha256": file_sha256(os.path.join(self.directory, filename)),
-                  "properties": dict(properties or {}),
-                  "backing_chain": list(backing_chain)}
-        atomic_write(self._record_path(name), json.dumps(record, indent=1, sort_keys=True))
+        record = {"file": files[0], "format": fmt, "virtual_size": virtual_size,
+                  "sha256": file_sha256(os.path.join(staging, files[0])),
+                  "properties": dict(properties or {}), "backing_chain": list(files[1:])}
+        staged_record = os.path.join(staging, ".record")
+        with open(staged_record, "x") as f:
+            f.write(json.dumps(record, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(staged_record, 0o644)
+        with directory_lock(self.directory, exclusive=True):
+            for filename in files[1:]:
+                if os.path.lexists(os.path.join(self.directory, filename)):
+                    raise VirtError(f"{filename} already exists in the store: "
+                                    "UUID collision, try again")
+            try:
+                os.link(staged_record, self._record_path(name))
+            except FileExistsError:
+                raise InvalidParameter(f"image {name!r} was stored meanwhile by another "
+                                       "operation: delete it first or choose another name"
+                                       ) from None
+            for filename in reversed(files):
+                os.rename(os.path.join(staging, filename),
+                          os.path.join(self.directory, filename))
+            fsync_path(self.directory)
         return self._from_record(name, record)
 
     def get(self, name: str) -> StoredImage:
         check_image_name(name)
+        image = self._from_record(name, self._read_record(name))
+        if not all(map(os.path.exists, (image.path, *image.backing_chain))):
+            raise ImageNotFound(f"image {name!r} is incomplete (an import was interrupted): "
+                                "'virt-driver cleanup' removes it")
+        return image
+
+    def _read_record(self, name: str) -> dict:
+        """The checked content of NAME.json; DamagedRecord names what is wrong with it."""
+        path = self._record_path(name)
         try:
-            with open(self._record_path(name)) as f:
+            with open(path) as f:
                 record = json.load(f)
         except FileNotFoundError:
             raise ImageNotFound(f"image {name!r} is not in the store {self.directory}: "
                                 "see 'virt-driver image list'") from None
         except (OSError, ValueError) as exc:
-            raise VirtError(f"record of image {name!r} is unreadable ({exc}): "
-                            "delete and re-import it") from None
-        return self._from_record(name, record)
+            raise self._damaged(name, f"it is not readable JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise self._damaged(name, f"it holds a JSON {type(record).__name__}, not an object")
+        for key, required, check, expected in _RECORD_FIELDS:
+            if key not in record:
+                if required:
+                    raise self._damaged(name, f"{key!r} is missing")
+            elif not check(record[key]):
+                raise self._damaged(name, f"{key!r} must be {expected}, not "
+                                          f"{json.dumps(record[key])[:40]}")
+        return record
+
+    def _damaged(self, name: str, reason: str) -> DamagedRecord:
+        return DamagedRecord(f"record {self._record_path(name)} of image {name!r} is damaged: "
+                             f"{reason}; 'virt-driver image delete {name}' removes it")
 
     def _from_record(self, name: str, record: dict) -> StoredImage:
-        files = [record["file"], *record.get("backing_chain", ())]
-        if any(os.path.basename(f) != f or f.startswith(".") for f in files):
-            raise VirtError(f"record of image {name!r} names a file outside the store: "
-                            "delete and re-import it")
         return StoredImage(
             name=name, path=os.path.join(self.directory, record["file"]),
             format=record["format"], virtual_size=record["virtual_size"],
             sha256=record["sha256"], properties=record.get("properties", {}),
-            backing_chain=tuple(os.path.join(self.directory, f) for f in files[1:]))
+            backing_chain=tuple(os.path.join(self.directory, f)
+                                for f in record.get("backing_chain", ())))
+
+    def scan(self) -> tuple[list[StoredImage], dict[str, VirtError]]:
+        """The readable images, and what is wrong with each record that is not."""
+        found, damaged = [], {}
+        for name in self._names():
+            try:
+                found.append(self.get(name))
+            except VirtError as exc:
+                damaged[name] = exc
+        return found, damaged
 
     def list(self) -> list[StoredImage]:
+        return self.scan()[0]
+
+    def _names(self) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
-            names = sorted(entry[:-len(_RECORD_SUFFIX)] for entry in os.listdir(self.directory)
-                           if entry.endswith(_RECORD_SUFFIX) and not entry.startswith("."))
-            return [self.get(name) for name in names]
+            return sorted(entry[:-len(_RECORD_SUFFIX)] for entry in os.listdir(self.directory)
+                          if entry.endswith(_RECORD_SUFFIX) and not entry.startswith("."))
         return []
 
     def delete(self, name: str) -> None:
-        image = self.get(name)
-        # The record goes first: a half-deleted image is then simply absent.
-        remove_quietly(self._record_path(name))
-        remove_quietly(image.path)
-        for path in image.backing_chain:
+        """Remove an image, or a damaged record and the NAME.img beside it."""
+        check_image_name(name)
+        if not os.path.isdir(self.directory):
+            self._read_record(name)  # says the image is not in the store
+        with directory_lock(self.directory, exclusive=True):
+            try:
+                record = self._read_record(name)
+                files = [record["file"], *record.get("backing_chain", ())]
+            except DamagedRecord:
+                files = [name + _IMAGE_SUFFIX]
+            # The record goes first: a half-deleted image is then simply absent,
+            # and its remaining files are orphans that reclaim() removes.
+            remove_quietly(self._record_path(name))
+            fsync_path(self.directory)
+            for filename in files:
+                remove_quietly(os.path.join(self.directory, filename))
+
+    def refuse_existing(self, name: str) -> None:
+        """An early, friendly refusal; publish() is what decides a race."""
+        if os.path.lexists(self._record_path(name)):
+            raise InvalidParameter(f"image {name!r} already exists: delete it first "
+                                   "or choose another name")
+
+    def reclaim(self) -> list[Reclaimed]:
+        """Remove what killed operations left in the store; see the module docstring."""
+        if not os.path.isdir(self.directory):
+            return []
+        with directory_lock(self.directory, exclusive=True):
+            reclaimed = reclaim_entries(self.directory)
+            named: set[str] = set()
+            for name in self._names():
+                try:
+                    record = self._read_record(name)
+                except DamagedRecord:
+                    named.add(name + _IMAGE_SUFFIX)  # kept until the record is deleted
+                    continue
+                files = [record["file"], *record.get("backing_chain", ())]
+                paths = [os.path.join(self.directory, f) for f in files]
+                if all(map(os.path.exists, paths)):
+                    named.update(files)
+                    continue
+                record_path = self._record_path(name)
+                size = sum(map(freed_bytes, [record_path, *paths]))
+                for path in [record_path, *paths]:
+                    remove_quietly(path)
+                reclaimed.append(Reclaimed(record_path, size,
+                                           f"image {name!r} whose files never arrived"))
+            reclaimed += self._reclaim_orphans(named)
+            fsync_path(self.directory)
+        return reclaimed
+
+    def _reclaim_orphans(self, named: set[str]) -> list[Reclaimed]:
+        """Image files no record names (the caller holds the exclusive directory lock)."""
+        orphans = []
+        for entry in sorted(os.listdir(self.directory)):
+            path = os.path.join(self.directory, entry)
+            if (entry.startswith(".") or entry in named or not entry.endswith(_DATA_SUFFIXES)
+                    or not stat.S_ISREG(os.lstat(path).st_mode)):
+                continue
+            size = freed_bytes(path)
             remove_quietly(path)
-
-    def _exists(self, name: str) -> bool:
-        return os.path.exists(self._record_path(name)) or os.path.exists(self._image_path(name))
-
-    def _image_path(self, name: str) -> str:
-        return os.path.join(self.directory, name + _IMAGE_SUFFIX)
+            orphans.append(Reclaimed(path, size, "image file no record names"))
+        return orphans
 
     def _record_path(self, name: str) -> str:
         return os.path.join(self.directory, name + _RECORD_SUFFIX)

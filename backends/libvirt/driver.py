@@ -40,7 +40,6 @@ from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
-    ImageNotFound,
     InstanceExists,
     InstanceNotFound,
     InvalidParameter,
@@ -56,6 +55,7 @@ from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
+from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
 
 LOG = logging.getLogger(__name__)
@@ -189,6 +189,19 @@ class LibvirtDriver(ComputeDriver):
     def init_host(self, host: str) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         self._connection.get()
+        self.reclaim()
+
+    def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
+        return {"spawn": self._undo_dead_spawn}
+
+    def _undo_dead_spawn(self, marker: dict) -> None:
+        """A spawn killed midway: the domain it defined (same uuid) and its directory go."""
+        name, uuid = check_instance_name(marker["name"]), str(uuidlib.UUID(marker["uuid"]))
+        with contextlib.suppress(InstanceNotFound):
+            if self._with_domain(name, "look up", lambda dom: dom.UUIDString()) == uuid:
+                self._hard_stop(name)
+                self._undefine(name)
+        remove_quietly(os.path.join(self.conf.instances_path, uuid))
 
     def close(self) -> None:
         """Close the libvirt connection; the next call would open a new one."""
@@ -301,6 +314,11 @@ class LibvirtDriver(ComputeDriver):
         self._check_name_free(instance.name)
         nics = list(nics) or list(instance.nics)
         undo = _Undo()
+        os.makedirs(self.conf.instances_path, exist_ok=True)
+        # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
+        marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
+                                 uuid=os.path.basename(directory))
+        undo.push("spawn marker", marker.release)
         step = "image"
         try:
             image = self._image(image_id)
@@ -320,6 +338,7 @@ class LibvirtDriver(ComputeDriver):
             undo.push("running domain", lambda: self._hard_stop(instance.name))
             step = "wait"
             self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+            marker.release()
         except VirtError as e:
             undo.run()
             raise SpawnError(step, str(e)) from None
@@ -571,9 +590,7 @@ class LibvirtDriver(ComputeDriver):
             raise InvalidParameter(f"snapshot format {fmt!r}: use qcow2 or raw")
         if compress and fmt != "qcow2":
             raise InvalidParameter("compress: only qcow2 snapshots can be compressed")
-        with contextlib.suppress(ImageNotFound):
-            self.store.get(image_name)
-            raise InvalidParameter(f"image {image_name!r} already exists: choose another name")
+        self.store.refuse_existing(image_name)
         domain = self._definition(instance.name)
         root = next((d for d in domain.devices_of(Disk) if d.device == "disk" and d.source),
                     None)
@@ -597,19 +614,13 @@ class LibvirtDriver(ComputeDriver):
 
     def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
                 arch: str | None, progress: Progress | None) -> None:
-        os.makedirs(self.store.directory, exist_ok=True)
         filename = f"{image_name}.img"
-        target = os.path.join(self.store.directory, filename)
-        if os.path.exists(target):
-            raise InvalidParameter(f"image file {target} already exists: choose another name")
-        images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
-                                compress=compress, progress=progress)
-        try:
-            self.store.register(image_name, fmt, images.get_disk_size(target, fmt),
-                                {"arch": arch} if arch else {}, filename=filename)
-        except BaseException:
-            remove_quietly(target)
-            raise
+        with self.store.staging("snapshot-" + image_name) as staging:
+            target = os.path.join(staging, filename)
+            images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
+                                    compress=compress, progress=progress)
+            self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
+                               {"arch": arch} if arch else {}, [filename])
 
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
         """Peer-to-peer (live) migration to the libvirt URI `dest`.

@@ -52,6 +52,7 @@ from virt.objects import (
     InstanceInfo,
     PowerState,
 )
+from virt.recovery import Reclaimed
 from virt.validation import check_instance_name
 
 LOG = logging.getLogger(__name__)
@@ -139,6 +140,11 @@ class XmDriver(ComputeDriver):
         for path in (self.config_dir, self.conf.instances_path):
             os.makedirs(path, exist_ok=True)
         self.toolstack.info()
+        self.reclaim()
+
+    def reclaim(self, directories: Iterable[str] = ()) -> list[Reclaimed]:
+        """Also the temporaries of config files written into the xm config directory."""
+        return super().reclaim([self.config_dir, *directories])
 
     def get_host_info(self) -> HostInfo:
         total, free, used = filesystem_usage_gb(self.conf.instances_path)

@@ -14,7 +14,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 
 import pytest
 from oslo_concurrency import processutils
@@ -353,27 +352,6 @@ def test_exported_members_are_plain_files_in_sequence(tmp_path):
         members = tar.getmembers()
     assert [m.name for m in members] == ["0.qcow2", "1.qcow2", "2.qcow2"]
     assert all(m.isreg() and m.mode == 0o644 for m in members)
-
-
-def test_remove_stale_staging_keeps_young_ones_and_images(tmp_path, store):
-    tarball = str(tmp_path / "chain.tar.gz")
-    export_to(make_chain(str(tmp_path / "src")), tarball)
-    import_from(tarball, store)
-    kept = sorted(os.listdir(store.directory))
-    old_import = os.path.join(store.directory, ".staging-old")
-    old_export = os.path.join(store.directory, ".export-old")
-    young = os.path.join(store.directory, ".staging-young")
-    for path in (old_import, old_export, young):
-        os.mkdir(path)
-        with open(os.path.join(path, "0.qcow2"), "wb") as f:
-            f.write(b"partial")
-    day_ago = time.time() - 2 * 24 * 3600
-    for path in (old_import, old_export):
-        os.utime(path, (day_ago, day_ago))
-
-    assert chain.remove_stale_staging(store.directory) == sorted([old_export, old_import])
-    assert sorted(os.listdir(store.directory)) == sorted([*kept, ".staging-young"])
-    assert chain.remove_stale_staging(str(tmp_path / "missing")) == []
 
 
 def test_export_across_filesystems_says_what_to_do(tmp_path):

@@ -224,3 +224,38 @@ def test_warnings_go_to_the_log_not_to_stderr(xm_host):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0    # --debug: the log on stderr too
     assert "INFO backends.xm.driver: xm backend drives guests with xl" in proc.stderr
+
+
+def test_image_list_names_a_damaged_record_and_lists_the_others(config, tmp_path):
+    src = str(tmp_path / "disk.raw")
+    images.create_image("raw", src, "1M")
+    assert run_cli(config, "image", "import", "good", src, "--format", "raw")[0] == 0
+    (tmp_path / "state" / "images" / "bad.json").write_text("[]")
+    code, out, err = run_cli(config, "--json", "image", "list")
+    assert code == 0 and [i["name"] for i in json.loads(out)] == ["good"]
+    assert err.startswith("virt-driver: warning: record ") and err.count("\n") == 1
+    assert "of image 'bad' is damaged: it holds a JSON list" in err
+    assert run_cli(config, "image", "delete", "bad")[:2] == (0, "deleted image bad\n")
+    assert run_cli(config, "image", "list")[2] == ""
+
+
+def test_cleanup_reports_what_it_freed(config, tmp_path):
+    store = tmp_path / "state" / "images"
+    store.mkdir(parents=True)
+    (store / ".vd-tmp-import-x.dead").mkdir()
+    (store / ".vd-tmp-import-x.dead" / "x.img").write_bytes(b"x" * 65536)
+    (store / "orphan.img").write_bytes(b"y" * 4096)
+    outside = tmp_path / "exports"
+    outside.mkdir()
+    (outside / ".vd-tmp-out.tar.gz.dead").write_bytes(b"z" * 4096)
+    code, out, err = run_cli(config, "--json", "cleanup", "--path", str(outside))
+    assert (code, err) == (0, "")
+    report = json.loads(out)
+    assert sorted((r["path"], r["what"]) for r in report["reclaimed"]) == [
+        (str(outside / ".vd-tmp-out.tar.gz.dead"), "temporary"),
+        (str(store / ".vd-tmp-import-x.dead"), "staging directory"),
+        (str(store / "orphan.img"), "image file no record names")]
+    assert report["freed_bytes"] >= 65536 + 2 * 4096
+    assert os.listdir(store) == [] and os.listdir(outside) == []
+    code, out, _ = run_cli(config, "cleanup")
+    assert (code, out) == (0, "freed 0 bytes in 0 leftover(s) of killed operations\n")

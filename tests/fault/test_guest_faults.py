@@ -1,0 +1,92 @@
+"""kill -9 at every step of boot and snapshot (real guests), then cleanup.
+
+After the cleanup: no temporary, staging or marker on disk, no domain of a
+killed boot in libvirt, the names reusable, the other images unchanged, and
+the snapshotted guest running again (not left suspended).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import libvirt
+import pytest
+
+from ..functional.conftest import SYSTEM_URI, demo_guest, libvirt_daemons  # noqa: F401
+from .conftest import report, sha256s
+
+BOOT_STEPS = [
+    "qemu-img convert before",  # fetching the base into the cache
+    "qemu-img convert after",  # the base is complete, not yet renamed
+    "qemu-img create after",  # the instance's overlay is complete, not yet renamed
+    "py backends.libvirt.driver:LibvirtDriver._wait_for",  # defined and started
+]
+SNAPSHOT_STEPS = [
+    "qemu-img convert before",  # the guest is managed-saved, the copy starts
+    "qemu-img convert after",  # the copy is complete in staging
+    "py virt.imagestore:LocalImageStore.publish",
+]
+
+
+@pytest.fixture
+def guest_bed(bed, demo_guest, libvirt_daemons):  # noqa: F811
+    bed.cli("image", "import", "demo", demo_guest.disk, "--format", "raw",
+            "--property", "arch=x86_64")
+    name = f"fault-{uuid.uuid4().hex[:8]}"
+    boot = ["boot", name, "--image", "demo", "--memory", "192", "--kernel", demo_guest.kernel,
+            "--initrd", demo_guest.initrd, "--cmdline", demo_guest.cmdline("wait")]
+    yield bed, name, boot
+    bed.cli("destroy", name)
+
+
+def domain_exists(name: str) -> bool:
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # the answer, not a print
+    conn = libvirt.open(SYSTEM_URI)
+    try:
+        conn.lookupByName(name)
+        return True
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise
+    finally:
+        conn.close()
+
+
+def state_of(bed, name: str) -> str:
+    return json.loads(bed.cli("--json", "show", name).stdout)["state"]
+
+
+@pytest.mark.parametrize("step", BOOT_STEPS)
+def test_boot_killed_at_every_step_leaves_nothing(guest_bed, step):
+    bed, name, boot = guest_bed
+    kept = sha256s(bed)
+    bed.kill_at(step, *boot)
+    bed.cli("cleanup")
+    leftovers = bed.leftovers()
+    leftovers += [str(bed.state / "instances" / d) for d in os.listdir(bed.state / "instances")]
+    leftovers += [f"domain {name}"] if domain_exists(name) else []
+    report(f"boot {step}", leftovers)
+    assert leftovers == []
+    assert sha256s(bed) == kept
+    bed.cli(*boot)  # the name is free again
+    assert state_of(bed, name) == "running"
+
+
+@pytest.mark.parametrize("step", SNAPSHOT_STEPS)
+def test_snapshot_killed_at_every_step_leaves_nothing(guest_bed, step):
+    bed, name, boot = guest_bed
+    bed.cli(*boot)
+    kept = sha256s(bed)
+    bed.kill_at(step, "snapshot", name, "saved")
+    bed.cli("cleanup")
+    leftovers = bed.leftovers()
+    report(f"snapshot {step}", leftovers)
+    assert leftovers == []
+    assert sha256s(bed) == kept
+    # The next call on the instance restores it: it is not left suspended.
+    assert state_of(bed, name) == "running"
+    bed.cli("snapshot", name, "saved")  # the image name is free again
+    assert "saved" in sha256s(bed)
