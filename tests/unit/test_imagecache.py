@@ -122,9 +122,11 @@ def same_bytes_twice(cache, tmp_path):
     qemu_io(str(src), "qcow2", "write -P 0x5a 0 64k")
     data = src.read_bytes()
     for name, fmt in (("as-qcow2", "qcow2"), ("as-raw", "raw")):
-        (tmp_path / "store" / f"{name}.img").write_bytes(data)
-        cache.store.register(name, fmt, len(data) if fmt == "raw" else 4 << 20,
-                             filename=f"{name}.img")
+        with cache.store.staging(name) as staging:
+            with open(os.path.join(staging, f"{name}.img"), "wb") as f:
+                f.write(data)
+            cache.store.publish(name, staging, fmt, len(data) if fmt == "raw" else 4 << 20,
+                                None, [f"{name}.img"])
     assert cache.store.get("as-qcow2").sha256 == cache.store.get("as-raw").sha256
     return data
 
