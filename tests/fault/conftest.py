@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.conftest import DEMO_GUEST_DIR
 from virt.fileutils import TEMP_PREFIX
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -51,6 +52,7 @@ class FaultBed:
         self.state = root / "state"
         self.config = root / "virt-driver.conf"
         self.config.write_text(f"[DEFAULT]\nstate_path = {self.state}\nvirt_type = qemu\n"
+                               f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
                                "[libvirt]\nshutdown_timeout = 0\n")
         self.bin = root / "bin"
         self.bin.mkdir()

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import console_lines, wait_for_console
+from tests.functional.conftest import DEMO_GUEST_DIR, console_lines, wait_for_console
 from virt.conf import make_conf
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, Instance, PowerState
@@ -30,6 +30,7 @@ COPY_TIMEOUT = 120.0
 @pytest.fixture
 def driver(tmp_path, libvirt_daemons, demo_guest):
     conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "state"),
+                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
                      libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=0)
     LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
                                                  {"arch": "x86_64"})
@@ -81,6 +82,7 @@ def test_a_guest_a_killed_snapshot_left_saved_runs_again_after_the_next_call(
         from backends.libvirt.driver import LibvirtDriver
         from virt.conf import make_conf
         conf = make_conf(virt_type="qemu", state_path={str(tmp_path / "state")!r},
+                         boot_file_dirs=[{str(DEMO_GUEST_DIR)!r}],
                          libvirt__connection_uri={driver.uri!r})
         driver = LibvirtDriver(conf)
         driver.snapshot(driver.get_instance({name!r}), "killed-snap")

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import open_when_up, remove_domain
+from tests.functional.conftest import DEMO_GUEST_DIR, open_when_up, remove_domain
 from tests.functional.test_libvirt_driver import _wait_for_event
 from virt.cli import main
 from virt.conf import make_conf
@@ -34,6 +34,7 @@ def _config(state_dir, uri) -> str:
     path = os.path.join(state_dir, "virt-driver.conf")
     with open(path, "w") as f:
         f.write(f"[DEFAULT]\nstate_path = {state_dir}\nvirt_type = qemu\n"
+                f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
                 f"[libvirt]\nconnection_uri = {uri}\nshutdown_timeout = 0\n")
     return path
 
