@@ -137,11 +137,12 @@ def private_copy(source: str, target: str) -> None:
         _refuse_special(source, os.fstat(fd).st_mode)  # what was opened, not what was seen
         out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
+            # No fsync: the copy is a held temporary, read back at once and
+            # reclaimed if a crash comes first; durability would only cost time.
             try:
                 fcntl.ioctl(out, _FICLONE, fd)
             except OSError:
                 _sparse_copy(fd, out, size)
-            os.fsync(out)
         finally:
             os.close(out)
     finally:
