@@ -38,6 +38,10 @@ DEFAULT_MAX_IMPORT_SIZE = images.parse_size("64G")  # conf images.max_chain_impo
 # time for about 4% less output (benchmarks/bench_chain.py).
 DEFAULT_COMPRESSLEVEL = 1
 MAX_CHAIN_LENGTH = 64
+# pax and GNU long-name headers: a member name and a few attributes need far less.
+MAX_HEADER_SIZE = 64 << 10
+_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
@@ -201,7 +205,8 @@ def _unpack(fileobj: BinaryIO, staging: str, max_size: int, meter: _Meter) -> li
     total = 0
     try:
         with gzip.GzipFile(fileobj=_MeteredReader(fileobj, meter), mode="rb") as gz, \
-                tarfile.open(fileobj=gz, mode="r|", bufsize=_CHUNK) as tar:
+                tarfile.open(fileobj=gz, mode="r|", bufsize=_CHUNK,
+                             tarinfo=_BoundedHeaderInfo) as tar:
             for member in tar:
                 name = _member_name(member)
                 if name is None:
@@ -226,6 +231,20 @@ def _unpack(fileobj: BinaryIO, staging: str, max_size: int, meter: _Meter) -> li
         raise UnsafeImage("the tarball holds no image: expected 0.qcow2 ... N-1.qcow2")
     meter.finish()
     return names
+
+
+class _BoundedHeaderInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an oversized pax or GNU long-name header before reading it.
+
+    tarfile reads such a header's whole body into memory: a few MiB of gzip
+    would otherwise make it allocate gigabytes, whatever max_size says.
+    """
+
+    def _proc_member(self, tarfile_):
+        if self.type in _HEADER_TYPES and self.size > MAX_HEADER_SIZE:
+            raise UnsafeImage(f"a tarball header of {self.size} bytes is above the limit of "
+                              f"{MAX_HEADER_SIZE}: it must be a .tar.gz made by 'image export'")
+        return super()._proc_member(tarfile_)
 
 
 def _member_name(member: tarfile.TarInfo) -> str | None:

@@ -127,10 +127,15 @@ def private_copy(source: str, target: str) -> None:
     """
     try:
         _refuse_special(source, os.lstat(source).st_mode)
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = open_without_links(source, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:  # swapped for a link after the lstat
-            _refuse_special(source, stat.S_IFLNK)
+        if exc.errno == errno.ELOOP and exc.filename == os.path.abspath(source):
+            _refuse_special(source, stat.S_IFLNK)  # swapped for a link after the lstat
+        if exc.errno == errno.ELOOP:
+            raise InvalidParameter(
+                f"{source}: {exc.filename} is a symbolic link, and no link on the way to a "
+                f"source is followed: give the real path ({os.path.realpath(source)})"
+            ) from None
         raise ImageError(f"cannot read {source}: {exc.strerror}") from None
     try:
         size = os.fstat(fd).st_size
@@ -143,10 +148,45 @@ def private_copy(source: str, target: str) -> None:
                 fcntl.ioctl(out, _FICLONE, fd)
             except OSError:
                 _sparse_copy(fd, out, size)
+        except OSError as exc:  # no space, a file too large for this filesystem, ...
+            remove_quietly(target)
+            raise ImageError(f"cannot copy {source} ({size} bytes) to {target}: "
+                             f"{exc.strerror}") from None
         finally:
             os.close(out)
     finally:
         os.close(fd)
+
+
+def open_without_links(path: str, flags: int) -> int:
+    """os.open(path, flags) following no symbolic link in any component of `path`.
+
+    O_NOFOLLOW alone checks the last component only: a directory on the way
+    that is (or is swapped for) a link to /etc would still lead there.
+    Raises OSError ELOOP whose filename is the first link met.
+    """
+    path = os.path.abspath(path)
+    parts = path.split("/")[1:]
+    walked = ""
+    dir_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            walked += "/" + part
+            try:
+                next_fd = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, dir_fd=dir_fd)
+            except NotADirectoryError:
+                if stat.S_ISLNK(os.stat(part, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), walked) from None
+                raise
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from None
+    finally:
+        os.close(dir_fd)
 
 
 def _refuse_special(path: str, mode: int) -> None:

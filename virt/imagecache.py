@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from oslo_concurrency import lockutils
 
 from virt import images
-from virt.errors import UnsafeImage
+from virt.errors import ImageError, UnsafeImage
 from virt.fileutils import atomic_write, remove_quietly
 from virt.imagestore import LocalImageStore, StoredImage, file_sha256
 
@@ -123,16 +123,22 @@ class ImageCache:
         _check_base(base, image.virtual_size)
         os.utime(base)
 
-    def _fetch(self, image: StoredImage, base: str, progress) -> None:
-        if file_sha256(image.path) != image.sha256:
-            raise UnsafeImage(f"image {image.name!r} in the store does not match its recorded "
-                              "sha256: it was modified or corrupted; delete and re-import it")
-        if image.backing_chain:
-            self._check_chain(image)
-        else:
-            images.inspect_untrusted(image.path, image.format, None, self.store.limits)
-        os.makedirs(self.base_dir, exist_ok=True)
-        images.convert(image.path, image.format, base, "raw", progress=progress)
+    def _fetch(self, wanted: StoredImage, base: str, progress) -> None:
+        """Convert the image into `base`, hashing, checking and reading the same files."""
+        with self.store.pinned(wanted.name) as image:
+            if (image.sha256, image.format) != (wanted.sha256, wanted.format):
+                raise ImageError(f"image {image.name!r} was re-imported while an instance "
+                                 "was being built from it: try again")
+            if file_sha256(image.path) != image.sha256:
+                raise UnsafeImage(f"image {image.name!r} in the store does not match its "
+                                  "recorded sha256: it was modified or corrupted; delete and "
+                                  "re-import it")
+            if image.backing_chain:
+                self._check_chain(image)
+            else:
+                images.inspect_untrusted(image.path, image.format, None, self.store.limits)
+            os.makedirs(self.base_dir, exist_ok=True)
+            images.convert(image.path, image.format, base, "raw", progress=progress)
 
     def _check_chain(self, image: StoredImage) -> None:
         """An imported chain may only read the store files recorded for it."""

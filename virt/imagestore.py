@@ -18,6 +18,7 @@ removes, as it removes files no record names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -137,6 +138,25 @@ class LocalImageStore:
         os.makedirs(self.directory, exist_ok=True)
         with held_staging_dir(self.directory, label) as path:
             yield path
+
+    @contextlib.contextmanager
+    def pinned(self, name: str) -> Iterator[StoredImage]:
+        """Image `name` with its files hard-linked into a held staging directory.
+
+        What the caller reads there stays the image it got, whatever a delete
+        or a re-import of the name does meanwhile (both replace the names,
+        never the files). A bare backing file name resolves beside its
+        overlay, so a chain's files keep their names there.
+        """
+        with self.staging("pin-" + name) as staging:
+            with directory_lock(self.directory, exclusive=False):  # no publish or delete now
+                image = self.get(name)
+                for path in (image.path, *image.backing_chain):
+                    os.link(path, os.path.join(staging, os.path.basename(path)))
+            yield dataclasses.replace(
+                image, path=os.path.join(staging, os.path.basename(image.path)),
+                backing_chain=tuple(os.path.join(staging, os.path.basename(p))
+                                    for p in image.backing_chain))
 
     def publish(self, name: str, staging: str, fmt: str, virtual_size: int,
                 properties: dict[str, str] | None, files: list[str]) -> StoredImage:

@@ -391,3 +391,21 @@ def test_watcher_sees_a_reader_of_the_fifo(tmp_path):
     reader.join(1)
     assert not reader.is_alive(), "qemu-img still waits on the FIFO"
     assert opens >= 1, "qemu-img --backing-chain never opened the FIFO"
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_oversized_header_is_refused_before_it_is_read(tmp_path, store, kind):
+    # tarfile reads a pax or long-name header whole into memory: 4 MiB of
+    # gzip holding a 1 GiB header would cost gigabytes of memory.
+    size = 32 << 20
+    header = tarfile.TarInfo("././@PaxHeader" if kind == tarfile.XHDTYPE else "././@LongLink")
+    header.type, header.size = kind, size
+    tarball = str(tmp_path / "header-bomb.tar.gz")
+    with gzip.open(tarball, "wb", compresslevel=1) as gz:
+        gz.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        record = b"%d comment=" % size  # a pax record that claims the whole body
+        gz.write(record)
+        for _ in range((size - len(record)) >> 20):
+            gz.write(b"a" * (1 << 20))
+        gz.write(b"a" * ((size - len(record)) % (1 << 20)))
+    refused(store, tarball, "a tarball header of 33554432 bytes is above the limit")

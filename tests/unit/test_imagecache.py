@@ -267,3 +267,30 @@ def test_eight_processes_convert_a_base_exactly_once(cache, tmp_path):
     commands = log.read_text().split()
     assert commands.count("convert") == 1
     assert os.listdir(cache.base_dir) == [os.path.basename(outputs.pop())]
+
+
+def test_an_image_reimported_during_a_fetch_cannot_poison_the_base(cache, tmp_path,
+                                                                     monkeypatch):
+    # "copy" holds the bytes of "base-image", so both share the base keyed by
+    # that content. Its owner deletes and re-imports "copy" with other bytes
+    # of the same size while the base is being fetched (after the sha256
+    # check): the base must still hold the checked content.
+    cache.store.import_image("copy", cache.store.get("base-image").path, "qcow2")
+    hostile = str(tmp_path / "hostile.qcow2")
+    images.create_image("qcow2", hostile, "16M")
+    qemu_io(hostile, "qcow2", "write -P 0x66 1M 64k")
+    real_inspect = images.inspect_untrusted
+
+    def reimport_then_inspect(*args, **kwargs):
+        monkeypatch.setattr(images, "inspect_untrusted", real_inspect)
+        cache.store.delete("copy")
+        cache.store.import_image("copy", hostile, "qcow2")
+        return real_inspect(*args, **kwargs)
+
+    monkeypatch.setattr(images, "inspect_untrusted", reimport_then_inspect)
+    base = cache.fetch_base("copy")
+    assert base == cache.fetch_base("base-image")
+    with open(base, "rb") as f:
+        f.seek(1 << 20)
+        assert f.read(65536) == b"\x77" * 65536  # raw: the guest's bytes, as checked
+    assert not [e for e in os.listdir(cache.store.directory) if e.startswith(".vd-tmp-")]

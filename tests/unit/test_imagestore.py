@@ -339,3 +339,26 @@ def test_a_damaged_record_is_named_listed_apart_and_deletable(store, outside, ca
     assert store.reclaim() == []  # a damaged record and its image wait for a person
     store.delete("bad")
     assert store_files(store) == ["good.img", "good.json"]
+
+
+def test_a_link_in_the_middle_of_the_source_path_is_never_followed(store, outside):
+    # O_NOFOLLOW guards the last component only: a tenant's upload directory
+    # swapped for a link to /etc would bring /etc/passwd in as a raw image.
+    os.symlink("/etc", outside / "uploads")
+    with pytest.raises(InvalidParameter, match=r"uploads is a symbolic link.*/etc/passwd"):
+        store.import_image("host-file", str(outside / "uploads" / "passwd"), "raw")
+    assert store_files(store) == []
+
+
+def test_a_source_the_store_cannot_hold_is_an_image_error_leaving_nothing(store, tmp_path):
+    # 1 PiB sparse on tmpfs: beyond the largest file the store's filesystem takes.
+    src_dir = "/dev/shm" if os.path.isdir("/dev/shm") else str(tmp_path)
+    src = os.path.join(src_dir, f"vd-test-huge-{os.getpid()}.raw")
+    with open(src, "wb") as f:
+        f.truncate(1 << 50)
+    try:
+        with pytest.raises(ImageError, match="cannot copy .*huge.*: File too large"):
+            store.import_image("huge", src, "raw")
+    finally:
+        os.unlink(src)
+    assert store_files(store) == []
