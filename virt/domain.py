@@ -215,6 +215,8 @@ class Field:
             if element is not None:
                 if self.attr is None:
                     element.text = None
+                    for attr in self.fixed:  # unit='KiB' goes with its amount
+                        element.attrib.pop(attr, None)
                 else:
                     element.attrib.pop(self.attr, None)
                 _prune(node, self.tags)
@@ -248,7 +250,7 @@ class Memory(Field):
 
     def read(self, node: etree._Element) -> int | None:
         element = _find(node, self.tags)
-        if element is None:
+        if element is None or element.text is None:
             return None
         unit = element.get("unit", "KiB").lower()
         if unit not in _UNIT_KIB:
@@ -414,9 +416,11 @@ class _Source:
     def dumped(self, f: Field, expr: str) -> str:
         return expr if f.conv is STR else f"{self.ref(f.conv.dump)}({expr})"
 
-    def attrs(self, fields: Iterable[Field], given: set[str], defaults: dict[str, Any]) -> None:
-        """Code filling dict `a` with the attributes among fields that have a value."""
-        self.lines.append("    a = {}")
+    def attrs(self, fields: Iterable[Field], given: set[str], defaults: dict[str, Any],
+              start: str = "{}") -> None:
+        """Code filling dict `a` (from start) with the attributes among fields that have
+        a value."""
+        self.lines.append(f"    a = {start}")
         for f in fields:
             expr = self.value(f, given, defaults)
             if expr is not None:
@@ -430,11 +434,11 @@ def _group_source(src: _Source, fields: list[Field], given: set[str],
     child = fields[0].tags[0]
     text = next((f for f in fields if f.attr is None and not isinstance(f, Flag)), None)
     flag = next((f for f in fields if isinstance(f, Flag)), None)
-    src.attrs([f for f in fields if f.attr is not None], given, defaults)
     src.lines.append(f"    t = {text and src.value(text, given, defaults)}")
     src.lines.append(f"    g = {flag and src.value(flag, given, defaults)}")
-    if text is not None and text.fixed:
-        src.lines.append(f"    if t is not None: a.update({src.ref(text.fixed)})")
+    start = f"dict({src.ref(text.fixed)}) if t is not None else {{}}" \
+        if text is not None and text.fixed else "{}"  # unit='KiB' first, as libvirt writes it
+    src.attrs([f for f in fields if f.attr is not None], given, defaults, start)
     src.lines.append("    if a or t is not None or g:")
     if exists:  # a field built before made it already
         src.lines += [f"        e = node.find({child!r})",
