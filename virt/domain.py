@@ -107,7 +107,7 @@ def _split(xpath: str) -> tuple[tuple[str, ...], str | None]:
 
 def _find(node: etree._Element, tags: tuple[str, ...]) -> etree._Element | None:
     for tag in tags:
-        node = node.find(tag)
+        node = next(node.iterchildren(tag), None)  # twice as fast as find()'s ElementPath
         if node is None:
             return None
     return node
@@ -464,6 +464,7 @@ class Model:
     DEFAULTS: ClassVar[dict[str, Any]] = {}  # written when building and not given
     _rank: ClassVar[dict[str, int]]
     _fields: ClassVar[dict[str, Field]]
+    _checked: ClassVar[tuple[Field, ...]]  # the fields whose text may not convert
     _steps: ClassVar[tuple]
     _builders: ClassVar[dict[tuple[str, ...], Callable]]
     __slots__ = ("_node", "_pending")
@@ -476,6 +477,7 @@ class Model:
         for klass in reversed(cls.__mro__):
             fields.update({k: v for k, v in vars(klass).items() if isinstance(v, Field)})
         cls._fields = fields
+        cls._checked = tuple(f for f in fields.values() if f.checked)
         cls._steps = cls._plan(fields.values())
         cls._builders = {}
 
@@ -564,9 +566,9 @@ class Model:
 
     def check(self) -> None:
         """Read every field of this element whose text could be invalid."""
-        for f in self._fields.values():
-            if f.checked:
-                f.read(self._node)
+        node = self._node
+        for f in self._checked:
+            f.read(node)
 
     @property
     def node(self) -> etree._Element:
