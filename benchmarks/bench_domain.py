@@ -6,18 +6,27 @@ elements). Figures are medians of several rounds, in microseconds per
 document built and serialized. build_domain (input checks and policy on top
 of the model) is shown too, for information.
 
+The second figure is reading: parse plus serialize every document of the
+libvirt corpus (../shared/corpora/libvirt-domains, when present) through
+Domain.from_xml(...).to_xml() against bare lxml fromstring + tostring with the
+same parser, in documents per second.
+
 Run: .venv/bin/python benchmarks/bench_domain.py [--rounds N] [--number N]
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import statistics
+import time
 import timeit
 
 from lxml import etree
 
 from virt.domain import (
+    _PARSER,
     OS,
     Clock,
     Console,
@@ -123,6 +132,47 @@ def build_domain_document() -> str:
                         console_log="/var/lib/vd/instances/bench/console.log").to_xml()
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def corpus_directory() -> str | None:
+    """<project root>/../shared/corpora/libvirt-domains, or beside a further ancestor
+    (a git worktree of the project sits deeper than its clone)."""
+    directory = os.path.dirname(ROOT)
+    while True:
+        candidate = os.path.join(directory, "shared", "corpora", "libvirt-domains")
+        if os.path.isdir(candidate):
+            return candidate
+        if os.path.dirname(directory) == directory:
+            return None
+        directory = os.path.dirname(directory)
+
+
+def corpus_documents() -> list[bytes]:
+    directory = corpus_directory()
+    documents = []
+    for path in sorted(glob.glob(os.path.join(directory or "", "*", "*.xml"))):
+        with open(path, "rb") as f:
+            documents.append(f.read())
+    return documents
+
+
+def docs_per_second(func, documents: list[bytes]) -> float:
+    start = time.perf_counter()
+    for data in documents:
+        func(data)
+    return len(documents) / (time.perf_counter() - start)
+
+
+def bare_read(data: bytes) -> str:
+    return etree.tostring(etree.fromstring(data, _PARSER), encoding="unicode",
+                          pretty_print=True)
+
+
+def model_read(data: bytes) -> str:
+    return Domain.from_xml(data).to_xml()
+
+
 def median_us(func, rounds: int, number: int) -> float:
     times = timeit.repeat(func, repeat=rounds, number=number)
     return statistics.median(times) / number * 1e6
@@ -157,6 +207,21 @@ def main() -> None:
           f"ratio {model_ratio:.2f}x (target <= 1.30x)")
     print(f"virt.guest.build_domain + to_xml:  {guest_us:8.1f} us/document  "
           f"ratio {guest_ratio:.2f}x (input checks and policy on top)")
+
+    documents = corpus_documents()
+    if not documents:
+        print("no corpus at <project root>/../shared/corpora/libvirt-domains: "
+              "reading figures skipped")
+        return
+    bare_rates, model_rates = [], []
+    for _ in range(args.rounds):
+        bare_rates.append(docs_per_second(bare_read, documents))
+        model_rates.append(docs_per_second(model_read, documents))
+    ratio = statistics.median(b / m for m, b in zip(model_rates, bare_rates, strict=True))
+    print(f"corpus: {len(documents)} documents, parse + serialize, {args.rounds} rounds, medians")
+    print(f"bare lxml fromstring + tostring:   {statistics.median(bare_rates):8.0f} documents/s")
+    print(f"Domain.from_xml + to_xml:          {statistics.median(model_rates):8.0f} documents/s  "
+          f"ratio {ratio:.2f}x (target <= 1.50x)")
 
 
 if __name__ == "__main__":

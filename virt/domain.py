@@ -1,18 +1,25 @@
-"""The libvirt domain XML model: one small class per element, built and parsed with lxml.
+"""The libvirt domain XML model: typed views on the lxml element tree.
 
-Each class converts both ways (`to_element(parent=None)` / `from_element()`;
-to_element builds under parent when given) and holds no
-policy: which bus, driver or boot device a guest gets is decided in
-virt/disk.py and virt/guest.py. Elements the model does not know, such as
-what libvirt adds to a running domain (aliases, addresses, controllers), are
-kept as `RawXML` in the place they were found and written back untouched.
-Attributes the model does not know are not kept; libvirt fills them in again.
+A model object (Domain, Disk, Interface, ...) does not copy the document: it
+wraps one lxml element, and each field is one declaration such as
+`driver_cache = Attr("driver/@cache")` that reads and writes that element's
+tree. So a parsed document is the lxml tree itself: what the model does not
+know (elements, attributes, comments, their order) stays where it was, and
+`to_xml()` is lxml serializing. Building a new object creates the elements
+in libvirt's canonical order (each class's ORDER) from the same declarations.
+The model holds no policy: which bus, driver or boot device a guest gets is
+decided in virt/disk.py and virt/guest.py.
+
+Fields of a parsed document are converted when read: a field whose text is
+not what its type says raises InvalidParameter when read, and from_xml()
+reads the domain's own numeric fields at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, NamedTuple
 
 from lxml import etree
 
@@ -38,647 +45,1027 @@ _UNIT_KIB = {
 }
 
 
-class _NotModelled(Exception):
-    """A known tag in a variant the model does not cover; kept as RawXML."""
-
-
 def _parse_error(what: str) -> InvalidParameter:
     return InvalidParameter(f"domain XML: {what}")
 
 
-def _int(value: str | None, what: str) -> int | None:
-    if value is None:
-        return None
+def _localname(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+# --- converters: text in the document <-> Python value -------------------------
+
+
+class Conv(NamedTuple):
+    """How a field's text becomes a value and back; `expect` ends the error message."""
+
+    load: Callable[[str], Any]
+    dump: Callable[[Any], str]
+    expect: str = ""
+
+
+def _yes_no(raw: str) -> bool:
+    if raw not in ("yes", "no"):
+        raise ValueError(raw)
+    return raw == "yes"
+
+
+def _on_off(raw: str) -> bool:
+    if raw not in ("on", "off"):
+        raise ValueError(raw)
+    return raw == "on"
+
+
+STR = Conv(str, str)
+INT = Conv(int, str, "is not a whole number")
+YES_NO = Conv(_yes_no, lambda v: "yes" if v else "no", "is not yes or no")
+ON_OFF = Conv(_on_off, lambda v: "on" if v else "off", "is not on or off")
+GUEST_KIND = Conv(GuestKind, lambda v: v.value, "is not hvm or pv")
+
+
+def _load(conv: Conv, raw: str, what: str) -> Any:
+    if conv is STR:
+        return raw
     try:
-        return int(value)
+        return conv.load(raw)
     except ValueError:
-        raise _parse_error(f"{what} {value!r} is not a whole number") from None
+        raise _parse_error(f"{what} {raw!r} {conv.expect}") from None
 
 
-def _yes(value: str | None) -> bool | None:
-    return None if value is None else value == "yes"
+# --- the tree operations every field shares -------------------------------------
+
+_PATH_STEP = re.compile(r"(?:\{[^}]*\})?[^/{]+")
 
 
-def _children(element: etree._Element):
-    """Child elements, leaving out comments and processing instructions."""
-    return (child for child in element if isinstance(child.tag, str))
+def _split(xpath: str) -> tuple[tuple[str, ...], str | None]:
+    """'driver/@cache' -> (('driver',), 'cache'); 'name' -> (('name',), None)."""
+    steps = _PATH_STEP.findall(xpath)
+    if steps and steps[-1].startswith("@"):
+        return tuple(steps[:-1]), steps[-1][1:]
+    return tuple(steps), None
 
 
-@dataclass(frozen=True)
-class RawXML:
-    """An element the model does not know, kept as its serialized text."""
+def _find(node: etree._Element, tags: tuple[str, ...]) -> etree._Element | None:
+    for tag in tags:
+        node = next(node.iterchildren(tag), None)  # twice as fast as find()'s ElementPath
+        if node is None:
+            return None
+    return node
 
-    xml: str
+
+def _position(parent: etree._Element, tag: str, order: dict[str, int]) -> int | None:
+    """Where a new child `tag` goes in libvirt's order; None: at the end."""
+    rank = order.get(tag)
+    if rank is None or len(parent) == 0 or order.get(parent[-1].tag, -1) <= rank:
+        return None
+    for index, child in enumerate(parent):
+        if order.get(child.tag, -1) > rank:
+            return index
+    return None
+
+
+def _new_child(parent: etree._Element, tag: str, order: dict[str, int],
+               attrib: dict[str, str] | None = None, nsmap=None) -> etree._Element:
+    index = _position(parent, tag, order)
+    child = etree.SubElement(parent, tag, attrib, nsmap)
+    if index is not None:
+        parent.insert(index, child)
+    return child
+
+
+def _make(node: etree._Element, tags: tuple[str, ...], order: dict[str, int]) -> etree._Element:
+    """The element at tags under node, created (in order at the first level) if missing."""
+    for depth, tag in enumerate(tags):
+        child = node.find(tag)
+        if child is None:
+            child = _new_child(node, tag, order if depth == 0 else {})
+        node = child
+    return node
+
+
+def _prune(node: etree._Element, tags: tuple[str, ...]) -> None:
+    """Remove the elements along tags that are left empty, deepest first."""
+    chain = []
+    element = node
+    for tag in tags:
+        element = element.find(tag)
+        if element is None:
+            break
+        chain.append(element)
+    for element in reversed(chain):
+        if len(element) or element.attrib or (element.text or "").strip():
+            return
+        element.getparent().remove(element)
+
+
+# --- field declarations ------------------------------------------------------------
+
+
+class Field:
+    """One field: where it lives in the element (an xpath such as 'driver/@cache').
+
+    A path ending in @attr is an attribute, otherwise the element's text.
+    The same declaration reads, writes and builds, so the three cannot drift.
+    """
+
+    conv: Conv = STR
+    plain = True  # one attribute or the text of the element or of one child: built in a group
+
+    def __init__(self, xpath: str, conv: Conv = STR, *, fixed: dict[str, str] | None = None):
+        self.tags, self.attr = _split(xpath)
+        self.conv = conv
+        self.fixed = fixed or {}  # attributes written with the text, e.g. unit='KiB'
+        self.name = ""
+        self.what = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        words = [_localname(t) for t in ((owner.TAG,) if not self.tags else self.tags)]
+        if self.tags and owner.TAG not in ("domain", ""):
+            words.insert(0, _localname(owner.TAG))
+        self.what = " ".join(words + ([self.attr] if self.attr else []))
+
+    @property
+    def first_tag(self) -> str | None:
+        return self.tags[0] if self.tags else None
+
+    @property
+    def checked(self) -> bool:
+        """Whether reading can fail (so from_element reads it at once)."""
+        return self.conv is not STR
+
+    def __get__(self, obj: Model | None, owner: type) -> Any:
+        if obj is None:
+            return self
+        return self.read(obj.node)
+
+    def __set__(self, obj: Model, value: Any) -> None:
+        self.write(obj.node, type(obj)._rank, value)
+
+    def read(self, node: etree._Element) -> Any:
+        element = _find(node, self.tags)
+        if element is None:
+            return None
+        raw = element.text or "" if self.attr is None else element.get(self.attr)
+        return None if raw is None else _load(self.conv, raw, self.what)
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        if value is None:
+            element = _find(node, self.tags)
+            if element is not None:
+                if self.attr is None:
+                    element.text = None
+                    for attr in self.fixed:  # unit='KiB' goes with its amount
+                        element.attrib.pop(attr, None)
+                else:
+                    element.attrib.pop(self.attr, None)
+                _prune(node, self.tags)
+            return
+        element = _make(node, self.tags, order)
+        text = self.conv.dump(value)
+        if self.attr is None:
+            element.attrib.update(self.fixed)
+            element.text = text
+        else:
+            element.set(self.attr, text)
+
+    def build(self, node: etree._Element, value: Any) -> None:
+        """Write into a new element being built in order (nothing to find or replace)."""
+        self.write(node, {}, value)
+
+
+def Attr(xpath: str, conv: Conv = STR) -> Field:  # noqa: N802 (a declaration, read as a type)
+    return Field(xpath, conv)
+
+
+def Text(xpath: str, conv: Conv = STR) -> Field:  # noqa: N802
+    return Field(xpath, conv)
+
+
+class Memory(Field):
+    """An amount in KiB: read in any libvirt unit, written as unit='KiB'."""
+
+    def __init__(self, xpath: str):
+        super().__init__(xpath, INT, fixed={"unit": "KiB"})
+
+    def read(self, node: etree._Element) -> int | None:
+        element = _find(node, self.tags)
+        if element is None or element.text is None:
+            return None
+        unit = element.get("unit", "KiB").lower()
+        if unit not in _UNIT_KIB:
+            raise _parse_error(f"{self.what} unit {element.get('unit')!r} is unknown")
+        return int(_load(INT, element.text or "", self.what) * _UNIT_KIB[unit])
+
+
+class Flag(Field):
+    """True when an (empty) element is present: <readonly/>, <acpi/>."""
+
+    def read(self, node: etree._Element) -> bool:
+        return _find(node, self.tags) is not None
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        element = _find(node, self.tags)
+        if value and element is None:
+            _make(node, self.tags, order)
+        elif not value and element is not None:
+            element.getparent().remove(element)
+
+
+class ByType(Field):
+    """An attribute whose name depends on the element's type: <source file|dev|bridge=...>."""
+
+    plain = False
+
+    def __init__(self, tag: str, names: dict[str, str]):
+        super().__init__(tag)
+        self.names = names
+
+    def _attr(self, node: etree._Element) -> str | None:
+        return self.names.get(node.get("type", ""))
+
+    def read(self, node: etree._Element) -> str | None:
+        attr = self._attr(node)
+        element = _find(node, self.tags)
+        return None if attr is None or element is None else element.get(attr)
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        attr = self._attr(node)
+        if attr is None:
+            if value is None:
+                return
+            raise InvalidParameter(
+                f"{node.tag} type {node.get('type')!r} has no {self.name}: "
+                f"use type {' or '.join(self.names)}")
+        if value is None:
+            element = _find(node, self.tags)
+            if element is not None:
+                element.attrib.pop(attr, None)
+                _prune(node, self.tags)
+        else:
+            _make(node, self.tags, order).set(attr, value)
+
+    def build(self, node: etree._Element, value: Any) -> None:
+        attr = self._attr(node)
+        if attr is None:
+            self.write(node, {}, value)  # refused there
+        else:
+            etree.SubElement(node, self.tags[0], {attr: value})
+
+
+class AttrList(Field):
+    """One attribute of repeated elements, as a list: <boot dev='hd'/><boot dev='cdrom'/>."""
+
+    plain = False
+
+    def read(self, node: etree._Element) -> list[str]:
+        return [e.get(self.attr, "") for e in node.iterchildren(self.tags[0])]
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        for element in list(node.iterchildren(self.tags[0])):
+            node.remove(element)
+        for item in value or ():
+            _new_child(node, self.tags[0], order, {self.attr: item})
+
+    def build(self, node: etree._Element, value: Any) -> None:
+        for item in value:
+            etree.SubElement(node, self.tags[0], {self.attr: item})
+
+
+class Child(Field):
+    """A sub-element modelled by its own class: domain.os, domain.metadata."""
+
+    plain = False
+
+    def __init__(self, cls: type[Model], under: str = ""):
+        super().__init__(f"{under}/{cls.TAG}" if under else cls.TAG)
+        self.cls = cls
+        self.under = self.tags[:-1]
+
+    def read(self, node: etree._Element) -> Model | None:
+        element = _find(node, self.tags)
+        return None if element is None else self.cls.from_element(element)
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        old = _find(node, self.tags)
+        if old is not None:
+            old.getparent().remove(old)
+        if value is None:
+            _prune(node, self.under)
+            return
+        parent = _make(node, self.under, order)
+        value._attach(parent, order if parent is node else {})
+
+    def build(self, node: etree._Element, value: Any) -> None:
+        value._attach(etree.SubElement(node, self.under[0]) if self.under else node, {})
+
+
+class Children(Field):
+    """Repeated sub-elements of one class, as a list: <listen>, <timer>, <seclabel>."""
+
+    plain = False
+
+    def __init__(self, cls: type[Model], under: str = ""):
+        super().__init__(f"{under}/{cls.TAG}" if under else cls.TAG)
+        self.cls = cls
+        self.under = self.tags[:-1]
+
+    def read(self, node: etree._Element) -> list:
+        parent = _find(node, self.under)
+        if parent is None:
+            return []
+        return [self.cls.from_element(e) for e in parent.iterchildren(self.tags[-1])]
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        parent = _find(node, self.under)
+        if parent is not None:
+            for element in list(parent.iterchildren(self.tags[-1])):
+                parent.remove(element)
+        if not value:
+            _prune(node, self.under)
+            return
+        parent = _make(node, self.under, order)
+        for item in value:
+            item._attach(parent, order if parent is node else {})
+
+
+# --- the base of every model class ---------------------------------------------------
+
+
+class _Source:
+    """Lines of a generated builder, and the objects its code refers to by name."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {"Element": etree.Element, "SubElement": etree.SubElement}
+
+    def ref(self, obj: Any) -> str:
+        name = f"_{len(self.names)}"
+        self.names[name] = obj
+        return name
+
+    def value(self, f: Field, given: set[str], defaults: dict[str, Any]) -> str | None:
+        """An expression for the field's value; None when it is neither given nor defaulted."""
+        if f.name in given:
+            return f"values[{f.name!r}]"
+        if defaults.get(f.name) is None:
+            return None
+        default = defaults[f.name]
+        return f"{self.ref(default)}()" if isinstance(default, type) else self.ref(default)
+
+    def dumped(self, f: Field, expr: str) -> str:
+        return expr if f.conv is STR else f"{self.ref(f.conv.dump)}({expr})"
+
+    def attrs(self, fields: Iterable[Field], given: set[str], defaults: dict[str, Any],
+              start: str = "{}") -> None:
+        """Code filling dict `a` (from start) with the attributes among fields that have
+        a value."""
+        self.lines.append(f"    a = {start}")
+        for f in fields:
+            expr = self.value(f, given, defaults)
+            if expr is not None:
+                self.lines += [f"    v = {expr}", "    if v is not None:",
+                               f"        a[{f.attr!r}] = {self.dumped(f, 'v')}"]
+
+
+def _group_source(src: _Source, fields: list[Field], given: set[str],
+                  defaults: dict[str, Any], exists: bool) -> None:
+    """Code making one child element from its plain fields (text, attributes, flag)."""
+    child = fields[0].tags[0]
+    text = next((f for f in fields if f.attr is None and not isinstance(f, Flag)), None)
+    flag = next((f for f in fields if isinstance(f, Flag)), None)
+    src.lines.append(f"    t = {text and src.value(text, given, defaults)}")
+    src.lines.append(f"    g = {flag and src.value(flag, given, defaults)}")
+    start = f"dict({src.ref(text.fixed)}) if t is not None else {{}}" \
+        if text is not None and text.fixed else "{}"  # unit='KiB' first, as libvirt writes it
+    src.attrs([f for f in fields if f.attr is not None], given, defaults, start)
+    src.lines.append("    if a or t is not None or g:")
+    if exists:  # a field built before made it already
+        src.lines += [f"        e = node.find({child!r})",
+                      f"        if e is None: e = SubElement(node, {child!r}, a)",
+                      "        else: e.attrib.update(a)"]
+    else:
+        src.lines.append(f"        e = SubElement(node, {child!r}, a)")
+    if text is not None:
+        src.lines.append(f"        if t is not None: e.text = {src.dumped(text, 't')}")
+
+
+class Model:
+    """A view on one element. Subclasses declare TAG, ORDER and their fields.
+
+    Model(**fields) builds a new element (lazily: built in place when it is
+    attached to a parent, otherwise on first use); from_element() wraps an
+    existing one. Equality compares the trees, whitespace-only text ignored.
+    """
+
+    TAG: ClassVar[str] = ""
+    NSMAP: ClassVar[dict[str, str] | None] = None
+    ORDER: ClassVar[tuple[str, ...]] = ()  # child tags in libvirt's canonical order
+    DEFAULTS: ClassVar[dict[str, Any]] = {}  # written when building and not given
+    _rank: ClassVar[dict[str, int]]
+    _fields: ClassVar[dict[str, Field]]
+    _checked: ClassVar[tuple[Field, ...]]  # the fields whose text may not convert
+    _steps: ClassVar[tuple]
+    _builders: ClassVar[dict[tuple[str, ...], Callable]]
+    __slots__ = ("_node", "_pending")
+    __hash__ = None  # mutable
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._rank = {tag: i for i, tag in enumerate(cls.ORDER)}
+        fields: dict[str, Field] = {}
+        for klass in reversed(cls.__mro__):
+            fields.update({k: v for k, v in vars(klass).items() if isinstance(v, Field)})
+        cls._fields = fields
+        cls._checked = tuple(f for f in fields.values() if f.checked)
+        cls._steps = cls._plan(fields.values())
+        cls._builders = {}
 
     @classmethod
-    def from_element(cls, element: etree._Element) -> RawXML:
-        return cls(etree.tostring(element, encoding="unicode", with_tail=False))
+    def _plan(cls, fields: Iterable[Field]) -> tuple:
+        """Every field in build order: own attributes first, then per child element in
+        libvirt's order, a list of the plain fields of that element or one other field."""
+        own = [f for f in fields if not f.tags and f.plain and f.attr is not None]
+        groups: dict[str, list[Field]] = {}
+        steps: list[tuple[str | None, Any]] = []
+        for f in fields:
+            if f in own:
+                continue
+            if f.plain and len(f.tags) == 1:
+                if f.tags[0] not in groups:
+                    groups[f.tags[0]] = []
+                    steps.append((f.tags[0], groups[f.tags[0]]))
+                groups[f.tags[0]].append(f)
+            else:
+                steps.append((f.first_tag, f))
+        steps.sort(key=lambda step: cls._rank.get(step[0], len(cls.ORDER)))
+        return (own, *(step for _, step in steps))
+
+    @classmethod
+    def _builder(cls, names: tuple[str, ...]) -> Callable:
+        """build(parent, values) -> element, for these field names (cached per tuple).
+
+        Generated once from the declarations, the way dataclasses generates
+        __init__: straight-line lxml calls in libvirt's order, as fast as
+        writing them by hand (benchmarks/bench_domain.py).
+        """
+        builder = cls._builders.get(names)
+        if builder is None:
+            builder = cls._builders[names] = cls._generate(names)
+        return builder
+
+    @classmethod
+    def builder_source(cls, *names: str) -> str:
+        """The code generated to build from these fields, to read or step through."""
+        return cls._generate(names).__doc__
+
+    @classmethod
+    def _generate(cls, names: tuple[str, ...]) -> Callable:
+        unknown = [name for name in names if name not in cls._fields]
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field {unknown[0]!r}: "
+                            f"use {', '.join(cls._fields)}")
+        given, defaults = set(names), cls.DEFAULTS
+        src = _Source()
+        own, *plan = cls._steps
+        tag, nsmap = src.ref(cls.TAG), src.ref(cls.NSMAP)
+        src.lines.append("def build(parent, values):")
+        src.attrs(own, given, defaults)
+        src.lines += [f"    if parent is None: node = Element({tag}, a, {nsmap})",
+                      f"    else: node = SubElement(parent, {tag}, a, {nsmap})"]
+        made: set[str] = set()
+        for step in plan:
+            fields = step if isinstance(step, list) else [step]
+            if all(src.value(f, given, defaults) is None for f in fields):
+                continue
+            if not isinstance(step, list):
+                src.lines += [f"    v = {src.value(step, given, defaults)}",
+                              f"    if v is not None: {src.ref(step)}.build(node, v)"]
+                made.add(step.first_tag)
+                continue
+            _group_source(src, step, given, defaults, step[0].tags[0] in made)
+            made.add(step[0].tags[0])
+        src.lines.append("    return node")
+        namespace = dict(src.names)
+        exec("\n".join(src.lines), namespace)  # noqa: S102 (code from our own declarations)
+        build = namespace["build"]
+        build.__doc__ = "\n".join(src.lines)
+        return build
+
+    def __init__(self, **values: Any):
+        self._node: etree._Element | None = None
+        self._pending = (self._builder(tuple(values)), values)
+
+    @classmethod
+    def from_element(cls, element: etree._Element):
+        """The view on an existing element; its numeric and yes/no fields are read once."""
+        obj = cls.__new__(cls)
+        obj._node, obj._pending = element, None
+        obj.check()
+        return obj
+
+    def check(self) -> None:
+        """Read every field of this element whose text could be invalid."""
+        node = self._node
+        for f in self._checked:
+            f.read(node)
+
+    @property
+    def node(self) -> etree._Element:
+        """The lxml element this object views (built now if it was pending)."""
+        if self._node is None:
+            self._build(None)
+        return self._node
+
+    def _attach(self, parent: etree._Element, order: dict[str, int]) -> None:
+        """Put this object's element under parent, in order; a pending one is built there."""
+        index = _position(parent, self.TAG, order) if order else None
+        if index is None:
+            if self._node is None:
+                self._build(parent)
+            else:
+                parent.append(self._node)
+        else:
+            parent.insert(index, self.node)
+
+    def _build(self, parent: etree._Element | None) -> None:
+        """Create the element (under parent: in place) from the pending values."""
+        build, values = self._pending
+        self._pending = None
+        self._node = build(parent, values)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        element = etree.fromstring(self.xml, _PARSER)
+        """The element; under parent (moved there) when given."""
         if parent is not None:
-            parent.append(element)
-        return element
+            self._attach(parent, {})
+        return self.node
+
+    def to_xml(self, pretty_print: bool = True) -> str:
+        return etree.tostring(self.node, encoding="unicode", pretty_print=pretty_print)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return same_tree(self.node, other.node)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.to_xml(pretty_print=False)!r})"
 
 
-def _append_extra(element: etree._Element, extra: list[RawXML]) -> None:
-    for raw in extra:
-        raw.to_element(element)
+def _blank(text: str | None) -> str | None:
+    return None if text is None or not text.strip() else text
 
 
-# Each to_element(parent) builds in place under parent when given one:
-# appending a finished element would move it between lxml documents, which
-# costs about as much as building it. Attributes go in as keywords at
-# creation, the cheapest way lxml offers; the model stays within 1.3x of
-# bare lxml (benchmarks/bench_domain.py).
+def same_tree(a: etree._Element, b: etree._Element) -> bool:
+    """Same tags, attributes, text and children in order; whitespace-only text ignored."""
+    if a.tag != b.tag or dict(a.attrib) != dict(b.attrib) or _blank(a.text) != _blank(b.text):
+        return False
+    if len(a) != len(b):
+        return False
+    return all(same_tree(x, y) and _blank(x.tail) == _blank(y.tail)
+               for x, y in zip(a, b, strict=True))
 
 
-@dataclass(slots=True)
-class InstanceMetadata:
+class RawXML(Model):
+    """An element the model has no class for (a controller, a memballoon), kept whole."""
+
+    __slots__ = ()
+
+    def __init__(self, xml: str):
+        self._node = etree.fromstring(xml, _PARSER)
+        self._pending = None
+
+    @property
+    def tag(self) -> str:
+        return self.node.tag
+
+    @property
+    def xml(self) -> str:
+        return etree.tostring(self.node, encoding="unicode", with_tail=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RawXML):
+            return NotImplemented
+        return same_tree(self.node, other.node)
+
+
+# --- the project's metadata -----------------------------------------------------------
+
+
+class _FlavorField(Field):
+    """<vd:flavor name= memory_mb= vcpus= root_gb=/> as a Flavor."""
+
+    plain = False
+
+    _INTS = ("memory_mb", "vcpus", "root_gb")
+    checked = True
+
+    def read(self, node: etree._Element) -> Flavor | None:
+        element = _find(node, self.tags)
+        if element is None:
+            return None
+        ints = {k: _load(INT, element.get(k, "0"), f"flavor {k}") for k in self._INTS}
+        return Flavor(name=element.get("name", ""), **ints)
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        old = _find(node, self.tags)
+        if old is not None:
+            node.remove(old)
+        if value is not None:
+            _new_child(node, self.tags[0], order, {
+                "name": value.name, "memory_mb": str(value.memory_mb),
+                "vcpus": str(value.vcpus), "root_gb": str(value.root_gb)})
+
+
+class _ParamsField(Field):
+    """<vd:param name='key'>value</vd:param>, one per key, as a dict (written sorted)."""
+
+    plain = False
+
+    def read(self, node: etree._Element) -> dict[str, str]:
+        return {e.get("name"): e.text or "" for e in node.iterchildren(self.tags[0])
+                if e.get("name")}
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        for element in list(node.iterchildren(self.tags[0])):
+            node.remove(element)
+        for key, text in sorted((value or {}).items()):
+            _new_child(node, self.tags[0], order, {"name": key}).text = text
+
+
+class InstanceMetadata(Model):
     """The project's own metadata: enough to rebuild the Instance from a domain.
 
     owner: who manages the domain (see LibvirtDriver.owner); None in domains
     written by version 0.1.
     """
 
-    instance_uuid: str | None = None
-    flavor: Flavor | None = None
-    image: str | None = None
-    kind: GuestKind | None = None
-    params: dict[str, str] = field(default_factory=dict)  # <vd:param name=...>value
-    owner: str | None = None
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element(_MD + "instance", nsmap=_NSMAP) if parent is None
-                else etree.SubElement(parent, _MD + "instance", nsmap=_NSMAP))
-        if self.owner is not None:
-            etree.SubElement(root, _MD + "owner").text = self.owner
-        if self.instance_uuid is not None:
-            etree.SubElement(root, _MD + "uuid").text = self.instance_uuid
-        if self.flavor is not None:
-            f = self.flavor
-            etree.SubElement(root, _MD + "flavor", {
-                "name": f.name, "memory_mb": str(f.memory_mb), "vcpus": str(f.vcpus),
-                "root_gb": str(f.root_gb)})
-        if self.image is not None:
-            etree.SubElement(root, _MD + "image").text = self.image
-        if self.kind is not None:
-            etree.SubElement(root, _MD + "kind").text = self.kind.value
-        for key, value in sorted(self.params.items()):
-            etree.SubElement(root, _MD + "param", name=key).text = value
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> InstanceMetadata:
-        meta = cls()
-        for child in _children(element):
-            tag = child.tag
-            if tag == _MD + "owner":
-                meta.owner = child.text or ""
-            elif tag == _MD + "uuid":
-                meta.instance_uuid = child.text or ""
-            elif tag == _MD + "flavor":
-                meta.flavor = Flavor(
-                    name=child.get("name", ""),
-                    memory_mb=_int(child.get("memory_mb", "0"), "flavor memory_mb"),
-                    vcpus=_int(child.get("vcpus", "0"), "flavor vcpus"),
-                    root_gb=_int(child.get("root_gb", "0"), "flavor root_gb"))
-            elif tag == _MD + "image":
-                meta.image = child.text or ""
-            elif tag == _MD + "kind":
-                try:
-                    meta.kind = GuestKind(child.text)
-                except ValueError:
-                    raise _parse_error(f"guest kind {child.text!r} is not hvm or pv") from None
-            elif tag == _MD + "param" and child.get("name"):
-                meta.params[child.get("name")] = child.text or ""
-            else:
-                meta.extra.append(RawXML.from_element(child))
-        return meta
+    TAG = _MD + "instance"
+    NSMAP = _NSMAP
+    ORDER = tuple(_MD + t for t in ("owner", "uuid", "flavor", "image", "kind", "param"))
+    __slots__ = ()
+    owner = Text(_MD + "owner")
+    instance_uuid = Text(_MD + "uuid")
+    flavor = _FlavorField(_MD + "flavor")
+    image = Text(_MD + "image")
+    kind = Text(_MD + "kind", GUEST_KIND)
+    params = _ParamsField(_MD + "param")
 
 
-@dataclass(slots=True)
-class OS:
+# --- <os>, <features>, <clock>, <seclabel> --------------------------------------------
+
+
+class OS(Model):
     """<os>: guest type, firmware or kernel, and boot devices."""
 
-    type: str = "hvm"  # hvm, xen or linux (Xen PV)
-    arch: str | None = None
-    machine: str | None = None
-    loader: str | None = None
-    kernel: str | None = None
-    initrd: str | None = None
-    cmdline: str | None = None
-    boot_devices: list[str] = field(default_factory=list)  # hd, cdrom, network, fd
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("os") if parent is None
-                else etree.SubElement(parent, "os"))
-        type_ = etree.SubElement(root, "type")
-        type_.text = self.type
-        if self.arch is not None:
-            type_.set("arch", self.arch)
-        if self.machine is not None:
-            type_.set("machine", self.machine)
-        if self.loader is not None:
-            etree.SubElement(root, "loader").text = self.loader
-        if self.kernel is not None:
-            etree.SubElement(root, "kernel").text = self.kernel
-        if self.initrd is not None:
-            etree.SubElement(root, "initrd").text = self.initrd
-        if self.cmdline is not None:
-            etree.SubElement(root, "cmdline").text = self.cmdline
-        for dev in self.boot_devices:
-            etree.SubElement(root, "boot", {"dev": dev})
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> OS:
-        os_ = cls()
-        for child in _children(element):
-            tag = child.tag
-            if tag == "type":
-                os_.type = child.text or ""
-                os_.arch = child.get("arch")
-                os_.machine = child.get("machine")
-            elif tag in ("loader", "kernel", "initrd", "cmdline"):
-                setattr(os_, tag, child.text or "")
-            elif tag == "boot":
-                os_.boot_devices.append(child.get("dev", ""))
-            else:
-                os_.extra.append(RawXML.from_element(child))
-        return os_
+    TAG = "os"
+    ORDER = ("type", "firmware", "init", "loader", "nvram", "kernel", "initrd", "cmdline",
+             "dtb", "root", "acpi", "boot", "bootmenu", "smbios", "bios")
+    DEFAULTS = {"type": "hvm"}
+    __slots__ = ()
+    firmware = Attr("@firmware")  # efi or bios: libvirt picks loader and nvram
+    type = Text("type")  # hvm, xen or linux (Xen PV)
+    arch = Attr("type/@arch")
+    machine = Attr("type/@machine")
+    loader = Text("loader")
+    loader_type = Attr("loader/@type")  # rom or pflash
+    loader_readonly = Attr("loader/@readonly", YES_NO)
+    loader_secure = Attr("loader/@secure", YES_NO)
+    nvram = Text("nvram")
+    nvram_template = Attr("nvram/@template")
+    kernel = Text("kernel")
+    initrd = Text("initrd")
+    cmdline = Text("cmdline")
+    dtb = Text("dtb")
+    boot_devices = AttrList("boot/@dev")  # hd, cdrom, network, fd
+    bootmenu = Attr("bootmenu/@enable", YES_NO)
 
 
-_FEATURE_FLAGS = ("acpi", "apic", "pae")
+class Features(Model):
+    """<features>: the platform flags the project sets; others stay in the tree."""
+
+    TAG = "features"
+    ORDER = ("acpi", "apic", "pae", "hap", "viridian", "privnet", "hyperv", "kvm", "xen",
+             "pvspinlock", "capabilities", "pmu", "vmport", "gic", "smm", "ioapic", "hpt")
+    __slots__ = ()
+    acpi = Flag("acpi")
+    apic = Flag("apic")
+    pae = Flag("pae")
+    hap = Flag("hap")
+    pmu = Attr("pmu/@state", ON_OFF)
+    vmport = Attr("vmport/@state", ON_OFF)
 
 
-@dataclass(slots=True)
-class Features:
-    """<features>: the platform flags the project sets; others kept as RawXML."""
+class Timer(Model):
+    """<timer name='rtc' tickpolicy='catchup' present='yes'/>."""
 
-    acpi: bool = False
-    apic: bool = False
-    pae: bool = False
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("features") if parent is None
-                else etree.SubElement(parent, "features"))
-        if self.acpi:
-            etree.SubElement(root, "acpi")
-        if self.apic:
-            etree.SubElement(root, "apic")
-        if self.pae:
-            etree.SubElement(root, "pae")
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Features:
-        features = cls()
-        for child in _children(element):
-            # <apic eoi='on'/> and the like carry settings: keep those whole.
-            if child.tag in _FEATURE_FLAGS and not child.attrib and len(child) == 0:
-                setattr(features, child.tag, True)
-            else:
-                features.extra.append(RawXML.from_element(child))
-        return features
+    TAG = "timer"
+    __slots__ = ()
+    name = Attr("@name")
+    tickpolicy = Attr("@tickpolicy")
+    track = Attr("@track")
+    present = Attr("@present", YES_NO)
 
 
-@dataclass(slots=True)
-class Clock:
-    """<clock offset='utc|localtime'>, timers kept as RawXML."""
+class Clock(Model):
+    """<clock offset='utc|localtime|timezone|variable'> and its timers."""
 
-    offset: str = "utc"
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("clock", offset=self.offset) if parent is None
-                else etree.SubElement(parent, "clock", offset=self.offset))
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Clock:
-        return cls(offset=element.get("offset", "utc"),
-                   extra=[RawXML.from_element(c) for c in _children(element)])
+    TAG = "clock"
+    ORDER = ("timer",)
+    DEFAULTS = {"offset": "utc"}
+    __slots__ = ()
+    offset = Attr("@offset")
+    timezone = Attr("@timezone")  # with offset='timezone'
+    basis = Attr("@basis")  # with offset='variable': utc or localtime
+    adjustment = Attr("@adjustment")
+    timers = Children(Timer)
 
 
-@dataclass(slots=True)
-class Disk:
-    """<disk type='file|block' device='disk|cdrom'>."""
+class SecLabel(Model):
+    """<seclabel>: of the domain, or of one disk's source (then relabel and label only)."""
 
-    source: str | None
-    target_dev: str
-    target_bus: str | None = None
-    type: str = "file"
-    device: str = "disk"
-    driver_name: str | None = None
-    driver_type: str | None = None
-    driver_cache: str | None = None
-    driver_io: str | None = None
-    readonly: bool = False
-    serial: str | None = None
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("disk", type=self.type, device=self.device) if parent is None
-                else etree.SubElement(parent, "disk", type=self.type, device=self.device))
-        driver = {}
-        if self.driver_name is not None:
-            driver["name"] = self.driver_name
-        if self.driver_type is not None:
-            driver["type"] = self.driver_type
-        if self.driver_cache is not None:
-            driver["cache"] = self.driver_cache
-        if self.driver_io is not None:
-            driver["io"] = self.driver_io
-        if driver:
-            etree.SubElement(root, "driver", **driver)
-        if self.source is not None:
-            etree.SubElement(root, "source",
-                             {"file" if self.type == "file" else "dev": self.source})
-        target = etree.SubElement(root, "target", dev=self.target_dev)
-        if self.target_bus is not None:
-            target.set("bus", self.target_bus)
-        if self.readonly:
-            etree.SubElement(root, "readonly")
-        if self.serial is not None:
-            etree.SubElement(root, "serial").text = self.serial
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Disk:
-        type_ = element.get("type", "file")
-        if type_ not in ("file", "block"):
-            raise _NotModelled
-        disk = cls(source=None, target_dev="", type=type_,
-                   device=element.get("device", "disk"))
-        for child in _children(element):
-            tag = child.tag
-            if tag == "driver":
-                disk.driver_name = child.get("name")
-                disk.driver_type = child.get("type")
-                disk.driver_cache = child.get("cache")
-                disk.driver_io = child.get("io")
-            elif tag == "source":
-                disk.source = child.get("file" if type_ == "file" else "dev")
-            elif tag == "target":
-                disk.target_dev = child.get("dev", "")
-                disk.target_bus = child.get("bus")
-            elif tag == "readonly":
-                disk.readonly = True
-            elif tag == "serial":
-                disk.serial = child.text or ""
-            else:
-                disk.extra.append(RawXML.from_element(child))
-        return disk
+    TAG = "seclabel"
+    ORDER = ("label", "imagelabel", "baselabel")
+    __slots__ = ()
+    type = Attr("@type")  # dynamic, static, none
+    model = Attr("@model")  # selinux, apparmor, dac
+    relabel = Attr("@relabel", YES_NO)
+    label = Text("label")
+    imagelabel = Text("imagelabel")
+    baselabel = Text("baselabel")
 
 
-_INTERFACE_SOURCE = {"bridge": "bridge", "network": "network"}
+# --- devices --------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Interface:
-    """<interface type='bridge|network|user'>."""
+class Disk(Model):
+    """<disk type='file|block|...' device='disk|cdrom|...'>.
 
-    type: str
-    mac: str | None = None
-    source: str | None = None  # the bridge or network name
-    model: str | None = None
-    target_dev: str | None = None
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("interface", type=self.type) if parent is None
-                else etree.SubElement(parent, "interface", type=self.type))
-        if self.mac is not None:
-            etree.SubElement(root, "mac", address=self.mac)
-        if self.source is not None:
-            etree.SubElement(root, "source", {_INTERFACE_SOURCE[self.type]: self.source})
-        if self.target_dev is not None:
-            etree.SubElement(root, "target", dev=self.target_dev)
-        if self.model is not None:
-            etree.SubElement(root, "model", type=self.model)
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Interface:
-        type_ = element.get("type")
-        if type_ not in ("bridge", "network", "user"):
-            raise _NotModelled
-        iface = cls(type=type_)
-        for child in _children(element):
-            tag = child.tag
-            if tag == "mac":
-                iface.mac = child.get("address")
-            elif tag == "source" and type_ in _INTERFACE_SOURCE:
-                iface.source = child.get(_INTERFACE_SOURCE[type_])
-            elif tag == "target":
-                iface.target_dev = child.get("dev")
-            elif tag == "model":
-                iface.model = child.get("type")
-            else:
-                iface.extra.append(RawXML.from_element(child))
-        return iface
-
-
-@dataclass(slots=True)
-class Graphics:
-    """<graphics type='vnc'>: a fixed port, or autoport."""
-
-    listen: str | None = None
-    port: int | None = None
-    autoport: bool | None = None
-    passwd: str | None = None
-    extra: list[RawXML] = field(default_factory=list)  # <listen> children and others
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("graphics", type="vnc") if parent is None
-                else etree.SubElement(parent, "graphics", type="vnc"))
-        if self.port is not None:
-            root.set("port", str(self.port))
-        if self.autoport is not None:
-            root.set("autoport", "yes" if self.autoport else "no")
-        if self.listen is not None:
-            root.set("listen", self.listen)
-        if self.passwd is not None:
-            root.set("passwd", self.passwd)
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Graphics:
-        if element.get("type") != "vnc":
-            raise _NotModelled
-        return cls(listen=element.get("listen"),
-                   port=_int(element.get("port"), "graphics port"),
-                   autoport=_yes(element.get("autoport")),
-                   passwd=element.get("passwd"),
-                   extra=[RawXML.from_element(c) for c in _children(element)])
-
-
-@dataclass(slots=True)
-class _CharDevice:
-    """<serial> or <console> of type pty or file (path: the log file or pty).
-
-    log_file: <log file=... append='on'>, a copy of the output that survives
-    restarts (libvirt truncates a file-type device's path at every start).
+    source: the file of a file disk, the device of a block disk (None for
+    other types, whose source_* fields say more).
     """
 
-    TAG = ""
-    type: str = "pty"
-    path: str | None = None
-    target_type: str | None = None
-    target_port: int | None = None
-    log_file: str | None = None
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element(self.TAG, type=self.type) if parent is None
-                else etree.SubElement(parent, self.TAG, type=self.type))
-        if self.path is not None:
-            etree.SubElement(root, "source", path=self.path)
-        if self.log_file is not None:
-            etree.SubElement(root, "log", file=self.log_file, append="on")
-        if self.target_type is not None or self.target_port is not None:
-            target = etree.SubElement(root, "target")
-            if self.target_type is not None:
-                target.set("type", self.target_type)
-            if self.target_port is not None:
-                target.set("port", str(self.target_port))
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element):
-        type_ = element.get("type", "pty")
-        if type_ not in ("pty", "file"):
-            raise _NotModelled
-        char = cls(type=type_)
-        for child in _children(element):
-            if child.tag == "source":
-                char.path = child.get("path")
-            elif child.tag == "target":
-                char.target_type = child.get("type")
-                char.target_port = _int(child.get("port"), f"{cls.TAG} target port")
-            elif child.tag == "log" and child.get("append") == "on":
-                char.log_file = child.get("file")
-            else:
-                char.extra.append(RawXML.from_element(child))
-        return char
+    TAG = "disk"
+    ORDER = ("driver", "auth", "source", "backingStore", "backenddomain", "geometry",
+             "blockio", "mirror", "target", "iotune", "readonly", "shareable", "transient",
+             "serial", "wwn", "vendor", "product", "encryption", "boot", "alias", "address")
+    DEFAULTS = {"type": "file", "device": "disk"}
+    __slots__ = ()
+    type = Attr("@type")
+    device = Attr("@device")
+    driver_name = Attr("driver/@name")
+    driver_type = Attr("driver/@type")
+    driver_cache = Attr("driver/@cache")
+    driver_io = Attr("driver/@io")
+    driver_discard = Attr("driver/@discard")  # unmap or ignore
+    driver_detect_zeroes = Attr("driver/@detect_zeroes")
+    driver_error_policy = Attr("driver/@error_policy")
+    driver_rerror_policy = Attr("driver/@rerror_policy")
+    driver_iothread = Attr("driver/@iothread", INT)
+    driver_event_idx = Attr("driver/@event_idx", ON_OFF)
+    driver_copy_on_read = Attr("driver/@copy_on_read", ON_OFF)
+    source = ByType("source", {"file": "file", "block": "dev"})
+    source_dir = Attr("source/@dir")
+    source_protocol = Attr("source/@protocol")
+    source_name = Attr("source/@name")
+    source_pool = Attr("source/@pool")
+    source_volume = Attr("source/@volume")
+    source_seclabels = Children(SecLabel, "source")
+    target_dev = Attr("target/@dev")
+    target_bus = Attr("target/@bus")
+    readonly = Flag("readonly")
+    shareable = Flag("shareable")
+    serial = Text("serial")
+    boot_order = Attr("boot/@order", INT)
 
 
-@dataclass(slots=True)
+class VirtualPort(Model):
+    """<virtualport type='openvswitch'><parameters interfaceid=.../></virtualport>."""
+
+    TAG = "virtualport"
+    __slots__ = ()
+    type = Attr("@type")  # openvswitch, 802.1Qbh, 802.1Qbg, midonet
+    interface_id = Attr("parameters/@interfaceid")
+    profile_id = Attr("parameters/@profileid")
+
+
+class PortRange(Model):
+    """<range start='2022' to='22'/> of a passt port forward."""
+
+    TAG = "range"
+    __slots__ = ()
+    start = Attr("@start", INT)
+    end = Attr("@end", INT)
+    to = Attr("@to", INT)
+    exclude = Attr("@exclude", YES_NO)
+
+
+class PortForward(Model):
+    """<portForward proto='tcp' address=... dev=...>: host ports a passt backend forwards."""
+
+    TAG = "portForward"
+    ORDER = ("range",)
+    __slots__ = ()
+    proto = Attr("@proto")
+    address = Attr("@address")
+    dev = Attr("@dev")
+    ranges = Children(PortRange)
+
+
+class Interface(Model):
+    """<interface type='bridge|network|user|ethernet|direct|...'>.
+
+    source: the bridge, network or (direct) host device the type connects to.
+    """
+
+    TAG = "interface"
+    ORDER = ("mac", "source", "virtualport", "ip", "route", "portForward", "script",
+             "backenddomain", "target", "guest", "model", "driver", "backend", "filterref",
+             "tune", "teaming", "bandwidth", "vlan", "link", "mtu", "coalesce", "boot", "rom",
+             "acpi", "alias", "address")
+    __slots__ = ()
+    type = Attr("@type")
+    mac = Attr("mac/@address")
+    source = ByType("source", {"bridge": "bridge", "network": "network", "direct": "dev"})
+    source_mode = Attr("source/@mode")
+    virtualport = Child(VirtualPort)
+    port_forwards = Children(PortForward)
+    target_dev = Attr("target/@dev")  # the host's tap device (type ethernet: created or given)
+    target_managed = Attr("target/@managed", YES_NO)
+    model = Attr("model/@type")
+    backend_type = Attr("backend/@type")  # passt: user networking without root
+    backend_log_file = Attr("backend/@logFile")
+    link_state = Attr("link/@state")
+    mtu = Attr("mtu/@size", INT)
+
+
+class Listen(Model):
+    """<listen type='address|network|socket|none'> of a graphics device."""
+
+    TAG = "listen"
+    __slots__ = ()
+    type = Attr("@type")
+    address = Attr("@address")
+    network = Attr("@network")
+    socket = Attr("@socket")
+
+
+class Graphics(Model):
+    """<graphics type='vnc|spice|...'>: a fixed port, or autoport, or a socket."""
+
+    TAG = "graphics"
+    ORDER = ("listen", "channel", "image", "jpeg", "zlib", "playback", "streaming",
+             "clipboard", "mouse", "filetransfer", "gl", "audio")
+    DEFAULTS = {"type": "vnc"}
+    __slots__ = ()
+    type = Attr("@type")
+    port = Attr("@port", INT)
+    autoport = Attr("@autoport", YES_NO)
+    listen = Attr("@listen")
+    passwd = Attr("@passwd")
+    keymap = Attr("@keymap")
+    socket = Attr("@socket")
+    listens = Children(Listen)
+
+
+class _CharDevice(Model):
+    """<serial>, <console> or <channel>; path: the source file, pty or socket.
+
+    log_file: <log file=...>, a copy of the output that survives restarts
+    (libvirt truncates a file-type device's path at every start) when
+    log_append is on.
+    """
+
+    ORDER = ("source", "log", "protocol", "target", "alias", "address")
+    DEFAULTS = {"type": "pty"}
+    __slots__ = ()
+    type = Attr("@type")
+    path = Attr("source/@path")
+    source_mode = Attr("source/@mode")
+    log_file = Attr("log/@file")
+    log_append = Attr("log/@append", ON_OFF)
+    target_type = Attr("target/@type")
+    target_port = Attr("target/@port", INT)
+    target_model = Attr("target/model/@name")
+
+
 class Serial(_CharDevice):
     TAG = "serial"
+    __slots__ = ()
 
 
-@dataclass(slots=True)
 class Console(_CharDevice):
     TAG = "console"
+    __slots__ = ()
 
 
-@dataclass(slots=True)
-class Input:
+class Channel(_CharDevice):
+    """<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>."""
+
+    TAG = "channel"
+    DEFAULTS = {"type": "unix"}
+    __slots__ = ()
+    target_name = Attr("target/@name")
+    target_state = Attr("target/@state")
+
+
+class Input(Model):
     """<input type='tablet' bus='usb'> and other pointing devices."""
 
-    type: str = "tablet"
-    bus: str | None = "usb"
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("input", type=self.type) if parent is None
-                else etree.SubElement(parent, "input", type=self.type))
-        if self.bus is not None:
-            root.set("bus", self.bus)
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Input:
-        return cls(type=element.get("type", ""), bus=element.get("bus"),
-                   extra=[RawXML.from_element(c) for c in _children(element)])
+    TAG = "input"
+    DEFAULTS = {"type": "tablet", "bus": "usb"}
+    __slots__ = ()
+    type = Attr("@type")
+    bus = Attr("@bus")
 
 
-@dataclass(slots=True)
-class Video:
-    """<video><model type=... vram=... heads=.../></video>."""
+class Video(Model):
+    """<video><model type=... vram=... heads=...><acceleration/></model></video>."""
 
-    model: str | None = None
-    vram: int | None = None
-    heads: int | None = None
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("video") if parent is None
-                else etree.SubElement(parent, "video"))
-        if self.model is not None:
-            model = etree.SubElement(root, "model", type=self.model)
-            if self.vram is not None:
-                model.set("vram", str(self.vram))
-            if self.heads is not None:
-                model.set("heads", str(self.heads))
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Video:
-        video = cls()
-        for child in _children(element):
-            if child.tag == "model":
-                video.model = child.get("type")
-                video.vram = _int(child.get("vram"), "video vram")
-                video.heads = _int(child.get("heads"), "video heads")
-            else:
-                video.extra.append(RawXML.from_element(child))
-        return video
+    TAG = "video"
+    ORDER = ("driver", "model", "alias", "address")
+    __slots__ = ()
+    model = Attr("model/@type")
+    vram = Attr("model/@vram", INT)
+    vgamem = Attr("model/@vgamem", INT)
+    heads = Attr("model/@heads", INT)
+    primary = Attr("model/@primary", YES_NO)
+    accel3d = Attr("model/acceleration/@accel3d", YES_NO)
+    accel2d = Attr("model/acceleration/@accel2d", YES_NO)
 
 
-Device = Union[Disk, Interface, Graphics, Serial, Console, Input, Video, RawXML]  # noqa: UP007
+Device = Disk | Interface | Graphics | Serial | Console | Channel | Input | Video | RawXML
 
-_DEVICE_CLASSES = {
-    "disk": Disk, "interface": Interface, "graphics": Graphics, "serial": Serial,
-    "console": Console, "input": Input, "video": Video,
-}
+_DEVICE_CLASSES: dict[str, type[Model]] = {
+    cls.TAG: cls for cls in (Disk, Interface, Graphics, Serial, Console, Channel, Input, Video)}
 
 
-def _device_from_element(element: etree._Element) -> Device:
-    cls = _DEVICE_CLASSES.get(element.tag)
-    if cls is not None:
-        try:
-            return cls.from_element(element)
-        except _NotModelled:
-            pass
-    return RawXML.from_element(element)
+def _device(element: etree._Element) -> Model:
+    return _DEVICE_CLASSES.get(element.tag, RawXML).from_element(element)
 
 
-def _memory_kib(element: etree._Element) -> int:
-    unit = element.get("unit", "KiB").lower()
-    if unit not in _UNIT_KIB:
-        raise _parse_error(f"memory unit {element.get('unit')!r} is unknown")
-    return int(_int(element.text, "memory") * _UNIT_KIB[unit])
+class _DevicesField(Field):
+    """<devices>: every child as its model class (RawXML when there is none), in order."""
+
+    plain = False
+
+    def read(self, node: etree._Element) -> list:
+        devices = node.find("devices")
+        if devices is None:
+            return []
+        return [_device(e) for e in devices if isinstance(e.tag, str)]
+
+    def write(self, node: etree._Element, order: dict[str, int], value: Any) -> None:
+        devices = node.find("devices")
+        if devices is None:
+            devices = _new_child(node, "devices", order)
+        for element in [e for e in devices if isinstance(e.tag, str)]:
+            devices.remove(element)
+        for device in value or ():
+            device._attach(devices, {})
+
+    def build(self, node: etree._Element, value: Any) -> None:
+        devices = etree.SubElement(node, "devices")
+        for device in value:
+            device._attach(devices, {})
 
 
-_LIFECYCLE = ("on_poweroff", "on_reboot", "on_crash")
-
-
-@dataclass(slots=True)
-class Domain:
+class Domain(Model):
     """<domain>: the whole guest. Memory in KiB, the unit libvirt reports."""
 
-    type: str
-    name: str
-    memory_kib: int
-    vcpus: int = 1
-    uuid: str | None = None
-    id: int | None = None  # set by libvirt on a running domain
-    current_memory_kib: int | None = None
-    os: OS = field(default_factory=OS)
-    bootloader: str | None = None
-    bootloader_args: str | None = None
-    features: Features | None = None
-    clock: Clock | None = None
-    on_poweroff: str | None = None
-    on_reboot: str | None = None
-    on_crash: str | None = None
-    metadata: InstanceMetadata | None = None
-    metadata_extra: list[RawXML] = field(default_factory=list)  # other applications'
-    devices: list[Device] = field(default_factory=list)
-    extra: list[RawXML] = field(default_factory=list)
-
-    def to_element(self, parent: etree._Element | None = None) -> etree._Element:
-        root = (etree.Element("domain", type=self.type) if parent is None
-                else etree.SubElement(parent, "domain", type=self.type))
-        if self.id is not None:
-            root.set("id", str(self.id))
-        etree.SubElement(root, "name").text = self.name
-        if self.uuid is not None:
-            etree.SubElement(root, "uuid").text = self.uuid
-        if self.metadata is not None or self.metadata_extra:
-            metadata = etree.SubElement(root, "metadata")
-            if self.metadata is not None:
-                self.metadata.to_element(metadata)
-            _append_extra(metadata, self.metadata_extra)
-        etree.SubElement(root, "memory", unit="KiB").text = str(self.memory_kib)
-        if self.current_memory_kib is not None:
-            etree.SubElement(root, "currentMemory", unit="KiB").text = str(
-                self.current_memory_kib)
-        etree.SubElement(root, "vcpu").text = str(self.vcpus)
-        if self.bootloader is not None:
-            etree.SubElement(root, "bootloader").text = self.bootloader
-        if self.bootloader_args is not None:
-            etree.SubElement(root, "bootloader_args").text = self.bootloader_args
-        self.os.to_element(root)
-        if self.features is not None:
-            self.features.to_element(root)
-        if self.clock is not None:
-            self.clock.to_element(root)
-        if self.on_poweroff is not None:
-            etree.SubElement(root, "on_poweroff").text = self.on_poweroff
-        if self.on_reboot is not None:
-            etree.SubElement(root, "on_reboot").text = self.on_reboot
-        if self.on_crash is not None:
-            etree.SubElement(root, "on_crash").text = self.on_crash
-        devices = etree.SubElement(root, "devices")
-        for device in self.devices:
-            device.to_element(devices)
-        if self.extra:
-            _append_extra(root, self.extra)
-        return root
-
-    def to_xml(self, pretty_print: bool = True) -> str:
-        return etree.tostring(self.to_element(), encoding="unicode", pretty_print=pretty_print)
-
-    @classmethod
-    def from_element(cls, element: etree._Element) -> Domain:
-        if element.tag != "domain":
-            raise _parse_error(f"root element is <{element.tag}>, not <domain>")
-        domain = cls(type=element.get("type", ""), name="", memory_kib=0,
-                     id=_int(element.get("id"), "domain id"))
-        for child in _children(element):
-            tag = child.tag
-            if tag in ("name", "uuid", "bootloader", "bootloader_args") or tag in _LIFECYCLE:
-                setattr(domain, tag, child.text or "")
-            elif tag == "memory":
-                domain.memory_kib = _memory_kib(child)
-            elif tag == "currentMemory":
-                domain.current_memory_kib = _memory_kib(child)
-            elif tag == "vcpu":
-                domain.vcpus = _int(child.text, "vcpu")
-            elif tag == "os":
-                domain.os = OS.from_element(child)
-            elif tag == "features":
-                domain.features = Features.from_element(child)
-            elif tag == "clock":
-                domain.clock = Clock.from_element(child)
-            elif tag == "metadata":
-                for item in _children(child):
-                    if item.tag == _MD + "instance" and domain.metadata is None:
-                        domain.metadata = InstanceMetadata.from_element(item)
-                    else:
-                        domain.metadata_extra.append(RawXML.from_element(item))
-            elif tag == "devices":
-                domain.devices = [_device_from_element(d) for d in _children(child)]
-            else:
-                domain.extra.append(RawXML.from_element(child))
-        return domain
+    TAG = "domain"
+    ORDER = ("name", "uuid", "genid", "title", "description", "metadata", "maxMemory",
+             "memory", "currentMemory", "blkiotune", "memtune", "memoryBacking", "vcpu",
+             "vcpus", "iothreads", "iothreadids", "cputune", "numatune", "resource",
+             "sysinfo", "bootloader", "bootloader_args", "os", "idmap", "features", "cpu",
+             "clock", "on_poweroff", "on_reboot", "on_crash", "on_lockfailure", "pm", "perf",
+             "devices", "seclabel", "keywrap", "launchSecurity")
+    DEFAULTS = {"vcpus": 1, "os": OS, "devices": list}
+    __slots__ = ()
+    type = Attr("@type")
+    id = Attr("@id", INT)  # set by libvirt on a running domain
+    name = Text("name")
+    uuid = Text("uuid")
+    title = Text("title")
+    description = Text("description")
+    metadata = Child(InstanceMetadata, under="metadata")
+    memory_kib = Memory("memory")
+    memory_dump_core = Attr("memory/@dumpCore", ON_OFF)
+    current_memory_kib = Memory("currentMemory")
+    vcpus = Text("vcpu", INT)
+    vcpu_placement = Attr("vcpu/@placement")  # static or auto
+    vcpu_cpuset = Attr("vcpu/@cpuset")  # host CPUs the vCPUs may run on: '0-3,^2'
+    vcpu_current = Attr("vcpu/@current", INT)  # vCPUs online at boot, of `vcpus`
+    bootloader = Text("bootloader")
+    bootloader_args = Text("bootloader_args")
+    os = Child(OS)
+    features = Child(Features)
+    clock = Child(Clock)
+    on_poweroff = Text("on_poweroff")
+    on_reboot = Text("on_reboot")
+    on_crash = Text("on_crash")
+    devices = _DevicesField("devices")
+    seclabels = Children(SecLabel)
 
     @classmethod
     def from_xml(cls, text: str | bytes) -> Domain:
@@ -688,8 +1075,20 @@ class Domain:
             element = etree.fromstring(data, _PARSER)
         except etree.XMLSyntaxError as exc:
             raise _parse_error(f"not well-formed: {exc}") from None
+        if element.tag != "domain":
+            raise _parse_error(f"root element is <{element.tag}>, not <domain>")
         return cls.from_element(element)
 
-    def devices_of(self, kind: type) -> list:
+    def devices_of(self, kind: type[Model]) -> list:
         """The devices of one class, in document order: domain.devices_of(Disk)."""
-        return [d for d in self.devices if type(d) is kind]
+        devices = self.node.find("devices")
+        if devices is None:
+            return []
+        return [kind.from_element(e) for e in devices.iterchildren(kind.TAG)]
+
+    def add_device(self, device: Model) -> None:
+        """Append a device to <devices> (created if missing)."""
+        devices = self.node.find("devices")
+        if devices is None:
+            devices = _new_child(self.node, "devices", self._rank)
+        device._attach(devices, {})

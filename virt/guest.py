@@ -257,7 +257,7 @@ def _consoles(shape: _Shape, console_log: str | None) -> list[Device]:
                 Console(type="pty", target_type="serial", target_port=0)]
     check_absolute_path(console_log, "console_log")
     # A pty logged to the file: `virsh console` still works and the log keeps every boot.
-    return [Serial(type="pty", log_file=console_log, target_port=0),
+    return [Serial(type="pty", log_file=console_log, log_append=True, target_port=0),
             Console(type="pty", target_type="serial", target_port=0)]
 
 
