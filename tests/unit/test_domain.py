@@ -413,7 +413,7 @@ def test_unknown_field_is_refused():
 
 def test_the_generated_builder_can_be_read():
     source = Disk.builder_source("source", "driver_cache")
-    assert "SubElement(node, 'driver', a)" in source and "a['cache'] = v" in source
+    assert "SubElement(node, 'driver', cache=v0)" in source and "values['source']" in source
 
 
 def modern_domain() -> Domain:
