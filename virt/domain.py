@@ -58,11 +58,16 @@ def _localname(tag: str) -> str:
 
 
 class Conv(NamedTuple):
-    """How a field's text becomes a value and back; `expect` ends the error message."""
+    """How a field's text becomes a value and back; `expect` ends the error message.
+
+    inline: dump as an expression around {}, which generated builders use
+    instead of calling dump (a Python call per field otherwise).
+    """
 
     load: Callable[[str], Any]
     dump: Callable[[Any], str]
     expect: str = ""
+    inline: str = ""
 
 
 def _yes_no(raw: str) -> bool:
@@ -78,10 +83,12 @@ def _on_off(raw: str) -> bool:
 
 
 STR = Conv(str, str)
-INT = Conv(int, str, "is not a whole number")
-YES_NO = Conv(_yes_no, lambda v: "yes" if v else "no", "is not yes or no")
-ON_OFF = Conv(_on_off, lambda v: "on" if v else "off", "is not on or off")
-GUEST_KIND = Conv(GuestKind, lambda v: v.value, "is not hvm or pv")
+INT = Conv(int, str, "is not a whole number", "str({})")
+YES_NO = Conv(_yes_no, lambda v: "yes" if v else "no", "is not yes or no",
+              "('yes' if {} else 'no')")
+ON_OFF = Conv(_on_off, lambda v: "on" if v else "off", "is not on or off",
+              "('on' if {} else 'off')")
+GUEST_KIND = Conv(GuestKind, lambda v: v.value, "is not hvm or pv", "{}.value")
 
 
 def _load(conv: Conv, raw: str, what: str) -> Any:
@@ -317,6 +324,11 @@ class ByType(Field):
         else:
             etree.SubElement(node, self.tags[0], {attr: value})
 
+    def build_source(self, src: _Source) -> list[str]:
+        return [f"a = {src.ref(self.names)}.get(node.get('type', ''))",
+                f"if a is None: {src.ref(self)}.write(node, {{}}, v)  # refused there",
+                f"else: SubElement(node, {self.tags[0]!r}, {{a: v}})"]
+
 
 class AttrList(Field):
     """One attribute of repeated elements, as a list: <boot dev='hd'/><boot dev='cdrom'/>."""
@@ -335,6 +347,10 @@ class AttrList(Field):
     def build(self, node: etree._Element, value: Any) -> None:
         for item in value:
             etree.SubElement(node, self.tags[0], {self.attr: item})
+
+    def build_source(self, src: _Source) -> list[str]:
+        attrib = f"{self.attr}=x" if _keyword(self.attr) else f"{{{self.attr!r}: x}}"
+        return [f"for x in v: SubElement(node, {self.tags[0]!r}, {attrib})"]
 
 
 class Child(Field):
@@ -445,7 +461,9 @@ class _Source:
         return f"{self.ref(default)}()" if isinstance(default, type) else self.ref(default)
 
     def dumped(self, f: Field, expr: str) -> str:
-        return expr if f.conv is STR else f"{self.ref(f.conv.dump)}({expr})"
+        if f.conv is STR:
+            return expr
+        return f.conv.inline.format(expr) if f.conv.inline else f"{self.ref(f.conv.dump)}({expr})"
 
     def attrs(self, fields: Iterable[Field], given: set[str], defaults: dict[str, Any],
               start: str = "{}") -> list[str]:
@@ -781,6 +799,10 @@ class _FlavorField(Field):
             _new_child(node, self.tags[0], order, {
                 "name": value.name, "memory_mb": str(value.memory_mb),
                 "vcpus": str(value.vcpus), "root_gb": str(value.root_gb)})
+
+    def build_source(self, src: _Source) -> list[str]:
+        return [f"SubElement(node, {self.tags[0]!r}, name=v.name, memory_mb=str(v.memory_mb), "
+                "vcpus=str(v.vcpus), root_gb=str(v.root_gb))"]
 
 
 class _ParamsField(Field):
