@@ -325,7 +325,11 @@ class ByType(Field):
             etree.SubElement(node, self.tags[0], {attr: value})
 
     def build_source(self, src: _Source) -> list[str]:
-        return [f"a = {src.ref(self.names)}.get(node.get('type', ''))",
+        attr = self.names.get(src.constants.get("type", ""))
+        if attr is not None and _keyword(attr):  # the type is a default: <source file=...>
+            return [f"SubElement(node, {self.tags[0]!r}, {attr}=v)"]
+        kind = src.own.get("type", "''")
+        return [f"a = {src.ref(self.names)}.get({kind})",
                 f"if a is None: {src.ref(self)}.write(node, {{}}, v)  # refused there",
                 f"else: SubElement(node, {self.tags[0]!r}, {{a: v}})"]
 
@@ -433,9 +437,7 @@ class Children(Field):
 def _place_source(obj: str, parent: str) -> list[str]:
     """Lines of Model._attach(parent, {}) inlined: a pending object is built in place."""
     return [f"if {obj}._node is None:",
-            f"    b, w = {obj}._pending",
-            f"    {obj}._pending = None",
-            f"    {obj}._node = b({parent}, w)",
+            f"    {obj}._node = {obj}._maker({parent}, {obj}._values)",
             f"else: {parent}.append({obj}._node)"]
 
 
@@ -445,6 +447,8 @@ class _Source:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {"Element": etree.Element, "SubElement": etree.SubElement}
+        self.own: dict[str, str] = {}  # the element's own attributes: name -> expression
+        self.constants: dict[str, str] = {}  # those of them known when generating
 
     def ref(self, obj: Any) -> str:
         name = f"_{len(self.names)}"
@@ -571,7 +575,8 @@ class Model:
     _checked: ClassVar[tuple[Field, ...]]  # the fields whose text may not convert
     _steps: ClassVar[tuple]
     _builders: ClassVar[dict[tuple[str, ...], Callable]]
-    __slots__ = ("_node", "_pending")
+    __slots__ = ("_node", "_maker", "_values")  # a pending object: _node None, made by
+    # _maker(parent, _values) (a generated builder) when attached or first used
     __hash__ = None  # mutable
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -635,6 +640,10 @@ class Model:
         tag, nsmap = src.ref(cls.TAG), src.ref(cls.NSMAP)
         src.lines.append("def build(parent, values):")
         own = [f for f in own if src.value(f, given, defaults) is not None]
+        for f in own:
+            src.own[f.attr] = src.value(f, given, defaults)
+            if f.name not in given and f.conv is STR:
+                src.constants[f.attr] = defaults[f.name]
         literal = _literal_keywords(src, None, None, own, given, defaults)
         if literal is not None:
             condition, keywords = literal
@@ -678,13 +687,14 @@ class Model:
         if builder is None:
             builder = self._builder(tuple(values))
         self._node: etree._Element | None = None
-        self._pending = (builder, values)
+        self._maker = builder
+        self._values = values
 
     @classmethod
     def from_element(cls, element: etree._Element):
         """The view on an existing element; its numeric and yes/no fields are read once."""
         obj = cls.__new__(cls)
-        obj._node, obj._pending = element, None
+        obj._node = element
         obj.check()
         return obj
 
@@ -714,9 +724,7 @@ class Model:
 
     def _build(self, parent: etree._Element | None) -> None:
         """Create the element (under parent: in place) from the pending values."""
-        build, values = self._pending
-        self._pending = None
-        self._node = build(parent, values)
+        self._node = self._maker(parent, self._values)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
         """The element; under parent (moved there) when given."""
@@ -757,7 +765,6 @@ class RawXML(Model):
 
     def __init__(self, xml: str):
         self._node = etree.fromstring(xml, _PARSER)
-        self._pending = None
 
     @property
     def tag(self) -> str:
@@ -819,6 +826,10 @@ class _ParamsField(Field):
             node.remove(element)
         for key, text in sorted((value or {}).items()):
             _new_child(node, self.tags[0], order, {"name": key}).text = text
+
+    def build_source(self, src: _Source) -> list[str]:
+        return ["for k, x in sorted(v.items()):",
+                f"    SubElement(node, {self.tags[0]!r}, name=k).text = x"]
 
 
 class InstanceMetadata(Model):
