@@ -537,8 +537,8 @@ def _group_source(src: _Source, fields: list[Field], given: set[str],
             return
         src.lines.append(f"    if {' and '.join(condition)}:")
         src.lines += [f"        {line}" for line in lines]
-        if len(condition) == 1:  # its only value is missing: nothing to write
-            return
+        if len(condition) == 1 and (text is not None) + (flag is not None) + len(attrs) == 1:
+            return  # its only value is missing: nothing to write
         src.lines.append("    else:")
     indent = "    " if literal is None else "        "
     # Some values are missing: the attributes that are there, in a dict.
