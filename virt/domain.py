@@ -237,13 +237,11 @@ class Field:
         else:
             element.set(self.attr, text)
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        """Write into a new element being built in order (nothing to find or replace)."""
-        self.write(node, {}, value)
-
     def build_source(self, src: _Source) -> list[str]:
-        """Lines of a generated builder that build value `v` (not None) under `node`."""
-        return [f"{src.ref(self)}.build(node, v)"]
+        """Lines of a generated builder that build value `v` (not None) under the new
+        element `node`; by default the field writes it (nothing there to find or replace).
+        Subclasses emit direct lxml calls instead."""
+        return [f"{src.ref(self)}.write(node, {{}}, v)"]
 
 
 def Attr(xpath: str, conv: Conv = STR) -> Field:  # noqa: N802 (a declaration, read as a type)
@@ -317,13 +315,6 @@ class ByType(Field):
         else:
             _make(node, self.tags, order).set(attr, value)
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        attr = self._attr(node)
-        if attr is None:
-            self.write(node, {}, value)  # refused there
-        else:
-            etree.SubElement(node, self.tags[0], {attr: value})
-
     def build_source(self, src: _Source) -> list[str]:
         attr = self.names.get(src.constants.get("type", ""))
         if attr is not None and _keyword(attr):  # the type is a default: <source file=...>
@@ -347,10 +338,6 @@ class AttrList(Field):
             node.remove(element)
         for item in value or ():
             _new_child(node, self.tags[0], order, {self.attr: item})
-
-    def build(self, node: etree._Element, value: Any) -> None:
-        for item in value:
-            etree.SubElement(node, self.tags[0], {self.attr: item})
 
     def build_source(self, src: _Source) -> list[str]:
         attrib = f"{self.attr}=x" if _keyword(self.attr) else f"{{{self.attr!r}: x}}"
@@ -380,9 +367,6 @@ class Child(Field):
             return
         parent = _make(node, self.under, order)
         value._attach(parent, order if parent is node else {})
-
-    def build(self, node: etree._Element, value: Any) -> None:
-        value._attach(etree.SubElement(node, self.under[0]) if self.under else node, {})
 
     def build_source(self, src: _Source) -> list[str]:
         if not self.under:
@@ -615,8 +599,10 @@ class Model:
         """build(parent, values) -> element, for these field names (cached per tuple).
 
         Generated once from the declarations, the way dataclasses generates
-        __init__: straight-line lxml calls in libvirt's order, as fast as
-        writing them by hand (benchmarks/bench_domain.py).
+        __init__: straight-line lxml calls in libvirt's order, one call with
+        literal keyword attributes per element when all its given values are
+        there (a dict of those present otherwise), sub-objects built in place
+        inline; within 1.3x of writing them by hand (benchmarks/bench_domain.py).
         """
         builder = cls._builders.get(names)
         if builder is None:
@@ -1161,11 +1147,6 @@ class _DevicesField(Field):
         for element in [e for e in devices if isinstance(e.tag, str)]:
             devices.remove(element)
         for device in value or ():
-            device._attach(devices, {})
-
-    def build(self, node: etree._Element, value: Any) -> None:
-        devices = etree.SubElement(node, "devices")
-        for device in value:
             device._attach(devices, {})
 
     def build_source(self, src: _Source) -> list[str]:
