@@ -669,8 +669,9 @@ class Model:
         return build
 
     def __init__(self, **values: Any):
-        builder = self._builders.get(tuple(values))  # _builder() inlined: ~13 per guest
-        if builder is None:
+        try:  # _builder() inlined: ~13 objects per guest
+            builder = self._builders[tuple(values)]
+        except KeyError:
             builder = self._builder(tuple(values))
         self._node: etree._Element | None = None
         self._maker = builder
