@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from keyword import iskeyword
 from typing import Any, ClassVar, NamedTuple
 
 from lxml import etree
@@ -57,11 +58,16 @@ def _localname(tag: str) -> str:
 
 
 class Conv(NamedTuple):
-    """How a field's text becomes a value and back; `expect` ends the error message."""
+    """How a field's text becomes a value and back; `expect` ends the error message.
+
+    inline: dump as an expression around {}, which generated builders use
+    instead of calling dump (a Python call per field otherwise).
+    """
 
     load: Callable[[str], Any]
     dump: Callable[[Any], str]
     expect: str = ""
+    inline: str = ""
 
 
 def _yes_no(raw: str) -> bool:
@@ -77,10 +83,12 @@ def _on_off(raw: str) -> bool:
 
 
 STR = Conv(str, str)
-INT = Conv(int, str, "is not a whole number")
-YES_NO = Conv(_yes_no, lambda v: "yes" if v else "no", "is not yes or no")
-ON_OFF = Conv(_on_off, lambda v: "on" if v else "off", "is not on or off")
-GUEST_KIND = Conv(GuestKind, lambda v: v.value, "is not hvm or pv")
+INT = Conv(int, str, "is not a whole number", "str({})")
+YES_NO = Conv(_yes_no, lambda v: "yes" if v else "no", "is not yes or no",
+              "('yes' if {} else 'no')")
+ON_OFF = Conv(_on_off, lambda v: "on" if v else "off", "is not on or off",
+              "('on' if {} else 'off')")
+GUEST_KIND = Conv(GuestKind, lambda v: v.value, "is not hvm or pv", "{}.value")
 
 
 def _load(conv: Conv, raw: str, what: str) -> Any:
@@ -229,9 +237,11 @@ class Field:
         else:
             element.set(self.attr, text)
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        """Write into a new element being built in order (nothing to find or replace)."""
-        self.write(node, {}, value)
+    def build_source(self, src: _Source) -> list[str]:
+        """Lines of a generated builder that build value `v` (not None) under the new
+        element `node`; by default the field writes it (nothing there to find or replace).
+        Subclasses emit direct lxml calls instead."""
+        return [f"{src.ref(self)}.write(node, {{}}, v)"]
 
 
 def Attr(xpath: str, conv: Conv = STR) -> Field:  # noqa: N802 (a declaration, read as a type)
@@ -305,12 +315,14 @@ class ByType(Field):
         else:
             _make(node, self.tags, order).set(attr, value)
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        attr = self._attr(node)
-        if attr is None:
-            self.write(node, {}, value)  # refused there
-        else:
-            etree.SubElement(node, self.tags[0], {attr: value})
+    def build_source(self, src: _Source) -> list[str]:
+        attr = self.names.get(src.constants.get("type", ""))
+        if attr is not None and _keyword(attr):  # the type is a default: <source file=...>
+            return [f"SubElement(node, {self.tags[0]!r}, {attr}=v)"]
+        kind = src.own.get("type", "''")
+        return [f"a = {src.ref(self.names)}.get({kind})",
+                f"if a is None: {src.ref(self)}.write(node, {{}}, v)  # refused there",
+                f"else: SubElement(node, {self.tags[0]!r}, {{a: v}})"]
 
 
 class AttrList(Field):
@@ -327,9 +339,9 @@ class AttrList(Field):
         for item in value or ():
             _new_child(node, self.tags[0], order, {self.attr: item})
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        for item in value:
-            etree.SubElement(node, self.tags[0], {self.attr: item})
+    def build_source(self, src: _Source) -> list[str]:
+        attrib = f"{self.attr}=x" if _keyword(self.attr) else f"{{{self.attr!r}: x}}"
+        return [f"for x in v: SubElement(node, {self.tags[0]!r}, {attrib})"]
 
 
 class Child(Field):
@@ -356,8 +368,10 @@ class Child(Field):
         parent = _make(node, self.under, order)
         value._attach(parent, order if parent is node else {})
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        value._attach(etree.SubElement(node, self.under[0]) if self.under else node, {})
+    def build_source(self, src: _Source) -> list[str]:
+        if not self.under:
+            return _place_source("v", "node")
+        return [f"p = SubElement(node, {self.under[0]!r})", *_place_source("v", "p")]
 
 
 class Children(Field):
@@ -388,8 +402,27 @@ class Children(Field):
         for item in value:
             item._attach(parent, order if parent is node else {})
 
+    def build_source(self, src: _Source) -> list[str]:
+        if len(self.under) > 1:
+            return super().build_source(src)
+        parent = "node"
+        lines = ["if v:"]
+        if self.under:  # another field may have made it: <source file=...><seclabel/>
+            parent = "p"
+            lines += [f"    p = node.find({self.under[0]!r})",
+                      f"    if p is None: p = SubElement(node, {self.under[0]!r})"]
+        lines.append("    for x in v:")
+        return lines + [f"        {line}" for line in _place_source("x", parent)]
+
 
 # --- the base of every model class ---------------------------------------------------
+
+
+def _place_source(obj: str, parent: str) -> list[str]:
+    """Lines of Model._attach(parent, {}) inlined: a pending object is built in place."""
+    return [f"if {obj}._node is None:",
+            f"    {obj}._node = {obj}._maker({parent}, {obj}._values)",
+            f"else: {parent}.append({obj}._node)"]
 
 
 class _Source:
@@ -398,6 +431,8 @@ class _Source:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {"Element": etree.Element, "SubElement": etree.SubElement}
+        self.own: dict[str, str] = {}  # the element's own attributes: name -> expression
+        self.constants: dict[str, str] = {}  # those of them known when generating
 
     def ref(self, obj: Any) -> str:
         name = f"_{len(self.names)}"
@@ -414,18 +449,50 @@ class _Source:
         return f"{self.ref(default)}()" if isinstance(default, type) else self.ref(default)
 
     def dumped(self, f: Field, expr: str) -> str:
-        return expr if f.conv is STR else f"{self.ref(f.conv.dump)}({expr})"
+        if f.conv is STR:
+            return expr
+        return f.conv.inline.format(expr) if f.conv.inline else f"{self.ref(f.conv.dump)}({expr})"
 
     def attrs(self, fields: Iterable[Field], given: set[str], defaults: dict[str, Any],
-              start: str = "{}") -> None:
-        """Code filling dict `a` (from start) with the attributes among fields that have
+              start: str = "{}") -> list[str]:
+        """Lines filling dict `a` (from start) with the attributes among fields that have
         a value."""
-        self.lines.append(f"    a = {start}")
+        lines = [f"a = {start}"]
         for f in fields:
             expr = self.value(f, given, defaults)
             if expr is not None:
-                self.lines += [f"    v = {expr}", "    if v is not None:",
-                               f"        a[{f.attr!r}] = {self.dumped(f, 'v')}"]
+                lines += [f"v = {expr}", "if v is not None:",
+                          f"    a[{f.attr!r}] = {self.dumped(f, 'v')}"]
+        return lines
+
+
+def _keyword(name: str) -> bool:
+    """Whether an attribute can be passed to lxml as a literal keyword (about 15% faster
+    than an attribute dict)."""
+    return name.isidentifier() and not iskeyword(name)
+
+
+def _literal_keywords(src: _Source, text: Field | None, flag: Field | None,
+                      attrs: list[Field], given: set[str],
+                      defaults: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """(condition, keywords): the attributes as literal keywords of one lxml call, for
+    when every given field has a value (the common case); None if a name cannot be one."""
+    fixed = text.fixed if text is not None else {}
+    if not all(_keyword(name) for name in (*fixed, *(f.attr for f in attrs))):
+        return None
+    condition, keywords = [], [f"{k}={v!r}" for k, v in fixed.items()]
+    if text is not None and text.name in given:  # a default is never None
+        condition.append("t is not None")
+    if flag is not None and flag.name in given:
+        condition.append("g")
+    for index, f in enumerate(attrs):
+        expr = src.value(f, given, defaults)
+        if f.name in given:
+            src.lines.append(f"    v{index} = {expr}")
+            condition.append(f"v{index} is not None")
+            expr = f"v{index}"
+        keywords.append(f"{f.attr}={src.dumped(f, expr)}")
+    return condition, keywords
 
 
 def _group_source(src: _Source, fields: list[Field], given: set[str],
@@ -434,20 +501,45 @@ def _group_source(src: _Source, fields: list[Field], given: set[str],
     child = fields[0].tags[0]
     text = next((f for f in fields if f.attr is None and not isinstance(f, Flag)), None)
     flag = next((f for f in fields if isinstance(f, Flag)), None)
-    src.lines.append(f"    t = {text and src.value(text, given, defaults)}")
-    src.lines.append(f"    g = {flag and src.value(flag, given, defaults)}")
+    if text is not None and src.value(text, given, defaults) is None:
+        text = None
+    if flag is not None and src.value(flag, given, defaults) is None:
+        flag = None
+    attrs = [f for f in fields if f.attr is not None and src.value(f, given, defaults)]
+    if text is not None:
+        src.lines.append(f"    t = {src.value(text, given, defaults)}")
+    if flag is not None:
+        src.lines.append(f"    g = {src.value(flag, given, defaults)}")
+    literal = None if exists else _literal_keywords(src, text, flag, attrs, given, defaults)
+    if literal is not None:
+        condition, keywords = literal
+        lines = [f"e = SubElement(node, {', '.join([repr(child), *keywords])})"]
+        if text is not None:
+            lines.append(f"e.text = {src.dumped(text, 't')}")
+        if not condition:  # only defaults: always written
+            src.lines += [f"    {line}" for line in lines]
+            return
+        src.lines.append(f"    if {' and '.join(condition)}:")
+        src.lines += [f"        {line}" for line in lines]
+        if len(condition) == 1 and (text is not None) + (flag is not None) + len(attrs) == 1:
+            return  # its only value is missing: nothing to write
+        src.lines.append("    else:")
+    indent = "    " if literal is None else "        "
+    # Some values are missing: the attributes that are there, in a dict.
     start = f"dict({src.ref(text.fixed)}) if t is not None else {{}}" \
         if text is not None and text.fixed else "{}"  # unit='KiB' first, as libvirt writes it
-    src.attrs([f for f in fields if f.attr is not None], given, defaults, start)
-    src.lines.append("    if a or t is not None or g:")
+    lines = src.attrs(attrs, given, defaults, start)
+    present = ["a", *(["t is not None"] if text else []), *(["g"] if flag else [])]
+    lines.append(f"if {' or '.join(present)}:")
     if exists:  # a field built before made it already
-        src.lines += [f"        e = node.find({child!r})",
-                      f"        if e is None: e = SubElement(node, {child!r}, a)",
-                      "        else: e.attrib.update(a)"]
+        lines += [f"    e = node.find({child!r})",
+                  f"    if e is None: e = SubElement(node, {child!r}, a)",
+                  "    else: e.attrib.update(a)"]
     else:
-        src.lines.append(f"        e = SubElement(node, {child!r}, a)")
+        lines.append(f"    e = SubElement(node, {child!r}, a)")
     if text is not None:
-        src.lines.append(f"        if t is not None: e.text = {src.dumped(text, 't')}")
+        lines.append(f"    if t is not None: e.text = {src.dumped(text, 't')}")
+    src.lines += [indent + line for line in lines]
 
 
 class Model:
@@ -467,7 +559,8 @@ class Model:
     _checked: ClassVar[tuple[Field, ...]]  # the fields whose text may not convert
     _steps: ClassVar[tuple]
     _builders: ClassVar[dict[tuple[str, ...], Callable]]
-    __slots__ = ("_node", "_pending")
+    __slots__ = ("_node", "_maker", "_values")  # a pending object: _node None, made by
+    # _maker(parent, _values) (a generated builder) when attached or first used
     __hash__ = None  # mutable
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -506,8 +599,10 @@ class Model:
         """build(parent, values) -> element, for these field names (cached per tuple).
 
         Generated once from the declarations, the way dataclasses generates
-        __init__: straight-line lxml calls in libvirt's order, as fast as
-        writing them by hand (benchmarks/bench_domain.py).
+        __init__: straight-line lxml calls in libvirt's order, one call with
+        literal keyword attributes per element when all its given values are
+        there (a dict of those present otherwise), sub-objects built in place
+        inline; within 1.3x of writing them by hand (benchmarks/bench_domain.py).
         """
         builder = cls._builders.get(names)
         if builder is None:
@@ -530,9 +625,29 @@ class Model:
         own, *plan = cls._steps
         tag, nsmap = src.ref(cls.TAG), src.ref(cls.NSMAP)
         src.lines.append("def build(parent, values):")
-        src.attrs(own, given, defaults)
-        src.lines += [f"    if parent is None: node = Element({tag}, a, {nsmap})",
-                      f"    else: node = SubElement(parent, {tag}, a, {nsmap})"]
+        own = [f for f in own if src.value(f, given, defaults) is not None]
+        for f in own:
+            src.own[f.attr] = src.value(f, given, defaults)
+            if f.name not in given and f.conv is STR:
+                src.constants[f.attr] = defaults[f.name]
+        literal = _literal_keywords(src, None, None, own, given, defaults)
+        if literal is not None:
+            condition, keywords = literal
+            keywords = ", ".join([*keywords, *([f"nsmap={nsmap}"] if cls.NSMAP else [])])
+            keywords = keywords and f", {keywords}"
+            if condition:
+                src.lines.append(f"    if {' and '.join(condition)}:")
+            indent = "        " if condition else "    "
+            src.lines += [f"{indent}if parent is None: node = Element({tag}{keywords})",
+                          f"{indent}else: node = SubElement(parent, {tag}{keywords})"]
+        if literal is None or literal[0]:
+            lines = src.attrs(own, given, defaults)
+            lines += [f"if parent is None: node = Element({tag}, a, {nsmap})",
+                      f"else: node = SubElement(parent, {tag}, a, {nsmap})"]
+            indent = "    " if literal is None else "        "
+            if literal is not None:
+                src.lines.append("    else:")
+            src.lines += [indent + line for line in lines]
         made: set[str] = set()
         for step in plan:
             fields = step if isinstance(step, list) else [step]
@@ -540,7 +655,8 @@ class Model:
                 continue
             if not isinstance(step, list):
                 src.lines += [f"    v = {src.value(step, given, defaults)}",
-                              f"    if v is not None: {src.ref(step)}.build(node, v)"]
+                              "    if v is not None:",
+                              *(f"        {line}" for line in step.build_source(src))]
                 made.add(step.first_tag)
                 continue
             _group_source(src, step, given, defaults, step[0].tags[0] in made)
@@ -553,14 +669,19 @@ class Model:
         return build
 
     def __init__(self, **values: Any):
+        try:  # _builder() inlined: ~13 objects per guest
+            builder = self._builders[tuple(values)]
+        except KeyError:
+            builder = self._builder(tuple(values))
         self._node: etree._Element | None = None
-        self._pending = (self._builder(tuple(values)), values)
+        self._maker = builder
+        self._values = values
 
     @classmethod
     def from_element(cls, element: etree._Element):
         """The view on an existing element; its numeric and yes/no fields are read once."""
         obj = cls.__new__(cls)
-        obj._node, obj._pending = element, None
+        obj._node = element
         obj.check()
         return obj
 
@@ -590,9 +711,7 @@ class Model:
 
     def _build(self, parent: etree._Element | None) -> None:
         """Create the element (under parent: in place) from the pending values."""
-        build, values = self._pending
-        self._pending = None
-        self._node = build(parent, values)
+        self._node = self._maker(parent, self._values)
 
     def to_element(self, parent: etree._Element | None = None) -> etree._Element:
         """The element; under parent (moved there) when given."""
@@ -633,7 +752,6 @@ class RawXML(Model):
 
     def __init__(self, xml: str):
         self._node = etree.fromstring(xml, _PARSER)
-        self._pending = None
 
     @property
     def tag(self) -> str:
@@ -676,6 +794,10 @@ class _FlavorField(Field):
                 "name": value.name, "memory_mb": str(value.memory_mb),
                 "vcpus": str(value.vcpus), "root_gb": str(value.root_gb)})
 
+    def build_source(self, src: _Source) -> list[str]:
+        return [f"SubElement(node, {self.tags[0]!r}, name=v.name, memory_mb=str(v.memory_mb), "
+                "vcpus=str(v.vcpus), root_gb=str(v.root_gb))"]
+
 
 class _ParamsField(Field):
     """<vd:param name='key'>value</vd:param>, one per key, as a dict (written sorted)."""
@@ -691,6 +813,10 @@ class _ParamsField(Field):
             node.remove(element)
         for key, text in sorted((value or {}).items()):
             _new_child(node, self.tags[0], order, {"name": key}).text = text
+
+    def build_source(self, src: _Source) -> list[str]:
+        return ["for k, x in sorted(v.items()):",
+                f"    SubElement(node, {self.tags[0]!r}, name=k).text = x"]
 
 
 class InstanceMetadata(Model):
@@ -1024,10 +1150,9 @@ class _DevicesField(Field):
         for device in value or ():
             device._attach(devices, {})
 
-    def build(self, node: etree._Element, value: Any) -> None:
-        devices = etree.SubElement(node, "devices")
-        for device in value:
-            device._attach(devices, {})
+    def build_source(self, src: _Source) -> list[str]:
+        return ["p = SubElement(node, 'devices')", "for x in v:",
+                *(f"    {line}" for line in _place_source("x", "p"))]
 
 
 class Domain(Model):

@@ -413,7 +413,20 @@ def test_unknown_field_is_refused():
 
 def test_the_generated_builder_can_be_read():
     source = Disk.builder_source("source", "driver_cache")
-    assert "SubElement(node, 'driver', a)" in source and "a['cache'] = v" in source
+    assert "SubElement(node, 'driver', cache=v0)" in source and "values['source']" in source
+
+
+@pytest.mark.parametrize("element, expected", [
+    (Domain(vcpu_placement=None), "<vcpu>1</vcpu>"),
+    (Domain(vcpu_placement="static"), '<vcpu placement="static">1</vcpu>'),
+    (Disk(driver_name="qemu", driver_type=None), '<driver name="qemu"/>'),
+    (Domain(memory_kib=None, memory_dump_core=False), '<memory dumpCore="off"/>'),
+    (Graphics(autoport=None, listen="::1"), '<graphics type="vnc" listen="::1"/>'),
+])
+def test_a_missing_value_leaves_the_rest_of_its_element(element, expected):
+    """The generated builder makes one lxml call when every value of an element is
+    there; with some None, defaults and the other values are still written."""
+    assert expected in element.to_xml(pretty_print=False)
 
 
 def modern_domain() -> Domain:
