@@ -22,6 +22,7 @@ ACCEPTED_IMAGE_FORMATS = ("raw", "qcow2", "vmdk", "vpc", "vhdx")
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _PARAM_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # What no XML document, xm config or log line can carry: C0 and C1 controls,
 # DEL, lone surrogates (not encodable) and the two non-characters XML refuses.
@@ -56,8 +57,7 @@ def check_mac(mac: str, field: str = "mac") -> str:
 
 
 def check_absolute_path(path: str, field: str = "path") -> str:
-    if (not isinstance(path, str) or not os.path.isabs(path)
-            or any(ord(c) < 32 or c == "\x7f" for c in path)):
+    if not isinstance(path, str) or not os.path.isabs(path) or _CONTROL.search(path):
         raise InvalidParameter(f"{field} {path!r}: use an absolute path without control characters")
     return path
 
