@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_name")
     p.add_argument("--format", choices=["qcow2", "raw"], default="qcow2", dest="fmt")
     p.add_argument("--compress", action="store_true")
+    p = sub.add_parser("migrate", help="move a running instance to another host")
+    p.add_argument("name")
+    p.add_argument("dest", help="the destination: a libvirt URI (xm: a host name)")
+    p.add_argument("--offline", action="store_true", help="pause the guest while it moves")
     p = sub.add_parser("destroy", help="stop an instance and remove it")
     p.add_argument("name")
     p.add_argument("--keep-disks", action="store_true")
@@ -398,6 +402,16 @@ class Commands:
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
+
+    def do_migrate(self) -> None:
+        a = self.args
+        result = self.driver.migrate(self._get(), a.dest, live=not a.offline,
+                                     progress=ProgressBar(f"migrating {a.name}"))
+        figures = _plain(result) if is_dataclass(result) else {}
+        downtime = figures.get("downtime_ms")
+        self.out.done(f"migrated {a.name} to {a.dest}"
+                      + (f" (downtime {downtime} ms)" if downtime is not None else ""),
+                      name=a.name, dest=a.dest, **figures)
 
     def do_destroy(self) -> None:
         try:

@@ -187,7 +187,13 @@ class ComputeDriver(abc.ABC):
         """Copy the root disk into the image store as a new image."""
 
     @abc.abstractmethod
-    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None: ...
+    def migrate(self, instance: Instance, dest: str, live: bool = True,
+                progress: Callable[[float], None] | None = None) -> object:
+        """Move the instance to `dest`; on failure it keeps running here.
+
+        Returns what the backend knows of the finished migration (libvirt:
+        its job statistics), or None.
+        """
 
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:

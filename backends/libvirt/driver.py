@@ -32,7 +32,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import pending
+from backends.libvirt import migration, pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
@@ -44,6 +44,7 @@ from virt.errors import (
     InstanceNotFound,
     InvalidParameter,
     InvalidState,
+    MigrationFailed,
     SpawnError,
     Timeout,
     VirtError,
@@ -83,13 +84,6 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
-
-
-def migration_flags(live: bool = True) -> int:
-    """Peer-to-peer migration that leaves the guest defined only on the destination."""
-    flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-    return flags | libvirt.VIR_MIGRATE_LIVE if live else flags
 
 
 _CAPS_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
@@ -159,6 +153,7 @@ class LibvirtDriver(ComputeDriver):
         self.owner = os.path.realpath(conf.instances_path)
         # Ownership when last seen, for events of domains already gone.
         self._owned_names: dict[str, bool] = {}
+        self._migrations: dict[str, migration.Migration] = {}
         self._connection.events.accept = self._hears
         self._connection.add_resync(self._resync)
         self.store = LocalImageStore.from_conf(conf)
@@ -622,23 +617,48 @@ class LibvirtDriver(ComputeDriver):
             self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
                                {"arch": arch} if arch else {}, [filename])
 
-    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
-        """Peer-to-peer (live) migration to the libvirt URI `dest`.
+    def migrate(self, instance: Instance, dest: str, live: bool = True,
+                progress: Progress | None = None) -> migration.MigrationResult:
+        """Peer-to-peer (live) migration to the libvirt URI `dest`; libvirt's figures.
 
         The disks must be reachable at the same paths on the destination
-        (shared instances_path and image cache).
+        (shared instances_path and image cache), which makes the destination's
+        driver the owner too. The completion-timeout policy comes from
+        [libvirt] migration_*; abort_migration() stops it from another thread.
+        On any failure the guest keeps running here and nothing stays there.
         """
         self._check_name(instance)
         if not isinstance(dest, str) or "://" not in dest or any(c.isspace() for c in dest):
             raise InvalidParameter(f"destination {dest!r}: use a libvirt URI such as "
                                    "qemu+ssh://host/system")
-        flags = migration_flags(live)
+        policy = migration.MigrationPolicy.from_conf(self.conf)
+        flags = migration.migration_flags(live, policy=policy)
+        job = self._call("migrate", instance.name, lambda conn: migration.Migration(
+            self._owned_domain(conn, instance.name), dest, flags, policy, progress=progress))
+        if self._migrations.setdefault(instance.name, job) is not job:
+            raise InvalidState(f"instance {instance.name!r} is already migrating: "
+                               "wait for it or abort_migration")
         try:
-            self._with_domain(instance.name, "migrate",
-                              lambda dom: dom.migrateToURI(dest, flags, None, 0))
-        except HypervisorError as e:
-            raise HypervisorError(f"{e}; check that {dest} is reachable from this host's "
-                                  "libvirtd and runs the same hypervisor") from None
+            return job.run()
+        except migration.MigrationAborted as e:
+            raise MigrationFailed(f"migration of {instance.name} to {dest} stopped: {e}; "
+                                  "it keeps running here") from None
+        except libvirt.libvirtError as e:
+            raise MigrationFailed(f"cannot migrate {instance.name} to {dest}: "
+                                  f"{e.get_error_message()}; it keeps running here: check "
+                                  "that the destination's libvirtd answers, runs the same "
+                                  "hypervisor and has no guest of that name") from None
+        finally:
+            del self._migrations[instance.name]
+
+    def abort_migration(self, instance: Instance) -> None:
+        """Stop a running migration of `instance`; the guest stays here."""
+        self._check_name(instance)
+        job = self._migrations.get(instance.name)
+        if job is None:
+            raise InvalidState(f"instance {instance.name!r} is not migrating from this "
+                               "driver: nothing to abort")
+        job.abort()
 
     # -- plumbing -----------------------------------------------------------
 
