@@ -79,6 +79,8 @@ LIBVIRT_OPTS = [
     cfg.StrOpt("migration_timeout_action", default="abort", choices=["abort", "postcopy"],
                help="At the completion timeout: abort (the guest stays on the source) "
                     "or switch to post-copy (the guest runs on the destination at once)."),
+    cfg.IntOpt("migration_max_bandwidth", default=0, min=0,
+               help="Largest migration bandwidth in MiB/s; 0 leaves it unlimited."),
     cfg.BoolOpt("migration_auto_converge", default=True,
                 help="Throttle the guest's vCPUs when memory is dirtied faster than "
                      "it is copied, so that a busy guest's migration converges."),

@@ -40,13 +40,15 @@ class MigrationPolicy:
     completion_timeout: float = 0.0          # seconds; 0: no limit
     timeout_action: TimeoutAction = TimeoutAction.ABORT
     auto_converge: bool = True
+    max_bandwidth_mib: int = 0               # MiB/s; 0: as fast as the link goes
 
     @classmethod
     def from_conf(cls, conf) -> MigrationPolicy:
         lv = conf.libvirt
         return cls(completion_timeout=float(lv.migration_completion_timeout),
                    timeout_action=TimeoutAction(lv.migration_timeout_action),
-                   auto_converge=lv.migration_auto_converge)
+                   auto_converge=lv.migration_auto_converge,
+                   max_bandwidth_mib=lv.migration_max_bandwidth)
 
 
 @dataclass(frozen=True)
@@ -144,22 +146,33 @@ class Migration:
 
     def run(self) -> MigrationResult:
         """Migrate; MigrationAborted on abort or timeout, libvirtError on failure."""
-        params = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: self.dest_xml} if self.dest_xml else {}
+        params: dict = {}
+        if self.dest_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = self.dest_xml
+        if self.policy.max_bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.policy.max_bandwidth_mib
         outcome: dict[str, BaseException | None] = {"error": None}
+
+        finished = threading.Event()
 
         def work() -> None:
             try:
                 self.dom.migrateToURI3(self.dest_uri, params, self.flags)
             except BaseException as e:  # handed to the caller's thread
                 outcome["error"] = e
+            finally:
+                finished.set()
 
         started = time.monotonic()
-        worker = threading.Thread(target=work, name="migration", daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(POLL_INTERVAL)
-            if worker.is_alive():
-                self._steer(time.monotonic() - started)
+        threading.Thread(target=work, name="migration", daemon=True).start()
+        # Event.wait, not Thread.join: a join interrupted by Ctrl-C can report a
+        # live thread as finished (CPython bpo-45274)
+        while not finished.is_set():
+            try:
+                if not finished.wait(POLL_INTERVAL):
+                    self._steer(time.monotonic() - started)
+            except KeyboardInterrupt:  # Ctrl-C on a terminal: abort, then report it
+                self.abort()
         wall = time.monotonic() - started
         error = outcome["error"]
         if error is not None:

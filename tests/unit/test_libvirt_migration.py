@@ -39,8 +39,10 @@ def test_policy_flags():
 def test_policy_from_conf():
     conf = make_conf(libvirt__migration_completion_timeout=30,
                      libvirt__migration_timeout_action="postcopy",
-                     libvirt__migration_auto_converge=False)
-    assert MigrationPolicy.from_conf(conf) == MigrationPolicy(30.0, TimeoutAction.POSTCOPY, False)
+                     libvirt__migration_auto_converge=False,
+                     libvirt__migration_max_bandwidth=5)
+    assert MigrationPolicy.from_conf(conf) == MigrationPolicy(30.0, TimeoutAction.POSTCOPY,
+                                                              False, 5)
     assert MigrationPolicy.from_conf(make_conf()).timeout_action is TimeoutAction.ABORT
 
 
