@@ -46,6 +46,7 @@ ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
     "block_devices": check_block_devices,
     "host": check_text,
     "dest": check_text,
+    "dest_instances_path": lambda value, field: None if value is None else check_text(value, field),
     "fmt": check_text,
     "destroy_disks": check_bool,
     "hard": check_bool,

@@ -130,12 +130,14 @@ class Migration:
 
     def __init__(self, dom: libvirt.virDomain, dest_uri: str, flags: int,
                  policy: MigrationPolicy, dest_xml: str | None = None,
+                 persist_xml: str | None = None,
                  progress: Callable[[float], None] | None = None):
         self.dom = dom
         self.dest_uri = dest_uri
         self.flags = flags
         self.policy = policy
         self.dest_xml = dest_xml
+        self.persist_xml = persist_xml
         self.progress = progress
         self._abort = threading.Event()
         self.aborted_because: str | None = None
@@ -149,6 +151,8 @@ class Migration:
         params: dict = {}
         if self.dest_xml:
             params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = self.dest_xml
+        if self.persist_xml:
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = self.persist_xml
         if self.policy.max_bandwidth_mib:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.policy.max_bandwidth_mib
         outcome: dict[str, BaseException | None] = {"error": None}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,12 @@ import libvirt
 import pytest
 from oslo_concurrency import processutils
 
-from tests.functional.conftest import PROJECT_DIR, console_lines, wait_for_console
+from tests.functional.conftest import (
+    PROJECT_DIR,
+    console_lines,
+    read_disk_marker,
+    wait_for_console,
+)
 
 TWO_HOSTS = PROJECT_DIR / "tools" / "two-hosts.sh"
 ROOT = Path(os.environ.get("VD_TWO_HOSTS_ROOT", "/tmp/virt-driver-two-hosts"))
@@ -176,3 +182,90 @@ def test_an_interrupted_migration_is_aborted_half_way(hosts, tmp_path):
     assert state("A", "mig-stop") == "running"
     assert "mig-stop" not in domains_on("B")
     cli("A", "destroy", "mig-stop")
+
+
+# -- block migration: each host its own instances path, cache and store -----------
+
+def local(host: str) -> str:
+    return bed("conf", host, "local")
+
+
+def local_dir(host: str) -> Path:
+    return ROOT / f"host{host}" / "local" / "instances"
+
+
+@pytest.fixture
+def local_hosts(hosts):
+    """Both hosts on local storage; the demo image in A's store, B's as the test wants."""
+    for host in ("A", "B"):
+        if IMAGE not in {i["name"] for i in cli(host, "image", "list", conf=local(host))}:
+            cli(host, "image", "import", IMAGE, hosts.disk, "--format", "raw", conf=local(host))
+    yield hosts
+    for host in ("A", "B"):
+        for row in cli(host, "list", "--all", conf=local(host)):
+            if row["name"].startswith("mig-"):
+                cli(host, "destroy", row["name"], conf=local(host))
+
+
+def boot_local(name: str, guest) -> dict:
+    out = cli("A", "boot", name, "--image", IMAGE, "--memory", "256", "--kernel", guest.kernel,
+              "--initrd", guest.initrd, "--cmdline", guest.cmdline("wait"), conf=local("A"))
+    wait_for_console(local_dir("A") / out["uuid"] / "console.log", "ready")
+    return cli("A", "show", name, conf=local("A"))["instance"]
+
+
+def prepare(instance: dict) -> subprocess.CompletedProcess:
+    return run_cli("B", "migrate-prepare", instance["name"], "--uuid", instance["uuid"],
+                   "--image", instance["image"], "--disk-gb",
+                   str(instance["flavor"]["root_gb"]), conf=local("B"))
+
+
+def test_block_migration_copies_the_overlay_to_the_destinations_own_storage(local_hosts):
+    instance = boot_local("mig-block", local_hosts)
+    uuid = instance["uuid"]
+    prepared = prepare(instance)
+    assert prepared.returncode == 0, prepared.stderr
+    dest_path = json.loads(prepared.stdout)["instances_path"]
+    assert dest_path == str(local_dir("B"))
+    result = cli("A", "migrate", "mig-block", bed("uri", "B"),
+                 "--dest-instances-path", dest_path, conf=local("A"))
+
+    assert result["downtime_ms"] is not None
+    assert "mig-block" not in domains_on("A")
+    assert not (local_dir("A") / uuid).exists()     # the source's overlay went after success
+    assert cli("B", "show", "mig-block", conf=local("B"))["state"] == "running"
+    console = local_dir("B") / uuid / "console.log"
+    assert console_lines(console).count("boot") == 0  # it kept running: no boot there
+    cli("B", "reboot", "mig-block", conf=local("B"))
+    wait_for_console(console, "ready")
+    cli("B", "destroy", "mig-block", "--keep-disks", conf=local("B"))
+    # the guest's second boot read the marker its first boot wrote on A
+    disk = local_dir("B") / uuid / "disk"
+    assert read_disk_marker(disk, "qcow2").startswith("VIRT-DEMO-MARKER boot=2 ")
+    shutil.rmtree(local_dir("B") / uuid)
+
+
+def test_block_migration_needs_the_image_at_the_destination(local_hosts):
+    instance = boot_local("mig-noimg", local_hosts)
+    cli("B", "image", "delete", IMAGE, conf=local("B"))
+    prepared = prepare(instance)
+    assert prepared.returncode == 1 and IMAGE in prepared.stderr
+    assert not (local_dir("B") / instance["uuid"]).exists()
+    assert cli("A", "show", "mig-noimg", conf=local("A"))["state"] == "running"
+
+
+def test_a_failed_block_migration_is_undone_on_both_sides(local_hosts, tmp_path):
+    instance = boot_local("mig-blkfail", local_hosts)
+    dest_path = json.loads(prepare(instance).stdout)["instances_path"]
+    conf = Path(local("A")).read_text().replace(
+        "[libvirt]\n", "[libvirt]\nmigration_max_bandwidth = 1\n"
+                       "migration_completion_timeout = 2\n")
+    (tmp_path / "a.conf").write_text(conf)
+    done = run_cli("A", "migrate", "mig-blkfail", bed("uri", "B"), "--dest-instances-path",
+                   dest_path, conf=str(tmp_path / "a.conf"))
+    assert done.returncode == 1 and "completion timeout" in done.stderr
+    assert "mig-blkfail" not in domains_on("B")
+    cli("B", "migrate-abandon", "mig-blkfail", "--uuid", instance["uuid"], conf=local("B"))
+    assert not (local_dir("B") / instance["uuid"]).exists()
+    assert cli("A", "show", "mig-blkfail", conf=local("A"))["state"] == "running"
+    assert (local_dir("A") / instance["uuid"] / "disk").exists()
