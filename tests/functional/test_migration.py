@@ -269,3 +269,15 @@ def test_a_failed_block_migration_is_undone_on_both_sides(local_hosts, tmp_path)
     assert not (local_dir("B") / instance["uuid"]).exists()
     assert cli("A", "show", "mig-blkfail", conf=local("A"))["state"] == "running"
     assert (local_dir("A") / instance["uuid"] / "disk").exists()
+
+
+def test_the_completion_timeout_can_switch_to_post_copy(hosts, tmp_path):
+    console = boot("A", "mig-post", hosts)
+    conf = extra_conf(tmp_path, "A", migration_max_bandwidth=1,
+                      migration_completion_timeout=2, migration_timeout_action="postcopy")
+    result = cli("A", "migrate", "mig-post", bed("uri", "B"), conf=conf)
+    assert result["postcopy"] is True
+    assert "mig-post" not in domains_on("A")
+    assert state("B", "mig-post") == "running"
+    assert console_lines(console).count("boot") == 1
+    cli("B", "destroy", "mig-post")
