@@ -25,6 +25,7 @@ from virt.domain import METADATA_NS
 LOG = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2
+EVENT_WAIT = 2.0   # seconds the JOB_COMPLETED event may trail the call's return
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
@@ -142,6 +143,7 @@ class Migration:
         self._abort = threading.Event()
         self.aborted_because: str | None = None
         self.postcopy = False
+        self._unwatch: Callable[[], object] = lambda: None
 
     def abort(self) -> None:
         self._abort.set()
@@ -167,6 +169,7 @@ class Migration:
             finally:
                 finished.set()
 
+        completed = self._watch_completion()
         started = time.monotonic()
         threading.Thread(target=work, name="migration", daemon=True).start()
         # Event.wait, not Thread.join: a join interrupted by Ctrl-C can report a
@@ -178,14 +181,17 @@ class Migration:
             except KeyboardInterrupt:  # Ctrl-C on a terminal: abort, then report it
                 self.abort()
         wall = time.monotonic() - started
-        error = outcome["error"]
-        if error is not None:
-            if self.aborted_because:
-                raise MigrationAborted(self.aborted_because) from None
-            raise error
-        if self.progress:
-            self.progress(1.0)
-        return self._result(wall)
+        try:
+            error = outcome["error"]
+            if error is not None:
+                if self.aborted_because:
+                    raise MigrationAborted(self.aborted_because) from None
+                raise error
+            if self.progress:
+                self.progress(1.0)
+            return self._result(wall, completed)
+        finally:
+            self._stop_watching()
 
     def _steer(self, elapsed: float) -> None:
         """One look at the job: progress, abort request, timeout policy."""
@@ -206,12 +212,38 @@ class Migration:
         except libvirt.libvirtError as e:  # the job may end between two looks
             LOG.debug("migration job of %s: %s", self.dom.name(), e.get_error_message())
 
+    def _stop_watching(self) -> None:
+        try:
+            self._unwatch()
+        except libvirt.libvirtError:
+            pass  # the connection went: so did the callback
+
     def _stop(self, reason: str) -> None:
         self.aborted_because = reason
         self.dom.abortJob()
 
-    def _result(self, wall: float) -> MigrationResult:
-        stats = completed_stats(self.dest_uri, self.dom.UUIDString())
+    def _watch_completion(self) -> tuple[threading.Event, dict]:
+        """The source's JOB_COMPLETED event: the only figures a post-copy leaves."""
+        heard, stats = threading.Event(), {}
+        uuid = self.dom.UUIDString()
+
+        def on_completed(_conn, dom, params, _opaque) -> None:
+            if dom.UUIDString() == uuid:
+                stats.update(params)
+                heard.set()
+        conn = self.dom.connect()
+        try:
+            callback = conn.domainEventRegisterAny(
+                self.dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, on_completed, None)
+            self._unwatch = lambda: conn.domainEventDeregisterAny(callback)
+        except libvirt.libvirtError as e:  # no event loop here: the destination's copy then
+            LOG.debug("no job events for %s: %s", self.dom.name(), e.get_error_message())
+        return heard, stats
+
+    def _result(self, wall: float, completed: tuple[threading.Event, dict]) -> MigrationResult:
+        heard, stats = completed
+        if not heard.wait(EVENT_WAIT):
+            stats = completed_stats(self.dest_uri, self.dom.UUIDString())
         return MigrationResult(
             time_elapsed_ms=stats.get("time_elapsed"), downtime_ms=stats.get("downtime"),
             data_processed=stats.get("data_processed"),

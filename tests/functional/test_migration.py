@@ -109,11 +109,13 @@ def extra_conf(tmp_path: Path, host: str, **libvirt_opts) -> str:
 
 def test_live_migration_moves_the_running_guest_to_the_destinations_driver(hosts):
     console = boot("A", "mig-live", hosts)
+    before = cli("A", "show", "mig-live")["instance"]
     result = cli("A", "migrate", "mig-live", bed("uri", "B"))
 
     assert result["downtime_ms"] is not None and result["time_elapsed_ms"] > 0
     assert "mig-live" not in domains_on("A")        # the source keeps nothing
     assert names("B") == ["mig-live"] and state("B", "mig-live") == "running"
+    assert cli("B", "show", "mig-live")["instance"] == before  # same metadata, same meaning
     assert console_lines(console).count("boot") == 1  # it kept running: no second boot
     # the destination's driver drives it with the same meaning: reboot, console, destroy
     cli("B", "reboot", "mig-live")
@@ -233,7 +235,8 @@ def test_block_migration_copies_the_overlay_to_the_destinations_own_storage(loca
     assert result["downtime_ms"] is not None
     assert "mig-block" not in domains_on("A")
     assert not (local_dir("A") / uuid).exists()     # the source's overlay went after success
-    assert cli("B", "show", "mig-block", conf=local("B"))["state"] == "running"
+    shown = cli("B", "show", "mig-block", conf=local("B"))
+    assert shown["state"] == "running" and shown["instance"] == instance
     console = local_dir("B") / uuid / "console.log"
     assert console_lines(console).count("boot") == 0  # it kept running: no boot there
     cli("B", "reboot", "mig-block", conf=local("B"))
@@ -276,7 +279,7 @@ def test_the_completion_timeout_can_switch_to_post_copy(hosts, tmp_path):
     conf = extra_conf(tmp_path, "A", migration_max_bandwidth=1,
                       migration_completion_timeout=2, migration_timeout_action="postcopy")
     result = cli("A", "migrate", "mig-post", bed("uri", "B"), conf=conf)
-    assert result["postcopy"] is True
+    assert result["postcopy"] is True and result["downtime_ms"] is not None
     assert "mig-post" not in domains_on("A")
     assert state("B", "mig-post") == "running"
     assert console_lines(console).count("boot") == 1
