@@ -430,7 +430,7 @@ class Commands:
     def _incoming(self, method: str):
         if not hasattr(self.driver, method):
             raise UsageError(f"the {self.driver.name} backend has no block migration: "
-                               "use shared storage")
+                             "use shared storage")
         a = self.args
         return getattr(self.driver, method), Instance(
             name=a.name, uuid=a.uuid, image=getattr(a, "image", None),

@@ -688,6 +688,10 @@ class LibvirtDriver(ComputeDriver):
         try:
             self.cache.fetch_base(image.name)
             self._make_disks(directory, image.name, instance, undo)
+        except OSError as e:
+            undo.run()
+            raise InvalidState(f"cannot prepare {instance.name} for migration: {e.strerror}: "
+                               f"{e.filename}; migrate-abandon it, then try again") from None
         except BaseException:
             undo.run()
             raise
