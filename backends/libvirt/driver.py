@@ -671,8 +671,9 @@ class LibvirtDriver(ComputeDriver):
         except libvirt.libvirtError as e:
             raise MigrationFailed(f"cannot migrate {instance.name} to {dest}: "
                                   f"{e.get_error_message()}; it keeps running here: check "
-                                  "that the destination's libvirtd answers, runs the same "
-                                  "hypervisor and has no guest of that name") from None
+                                  "that the destination is reachable from this host's "
+                                  "libvirtd, runs the same hypervisor and has no guest of "
+                                  "that name") from None
         finally:
             del self._migrations[instance.name]
 
