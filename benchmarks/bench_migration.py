@@ -156,6 +156,7 @@ def main() -> None:
     try:
         results = {storage: ping_pong(storage, rounds) for storage in ("shared", "local")}
     finally:
+        shutil.rmtree(TMP, ignore_errors=True)
         if started:
             bed("stop")
     for storage, (ours, theirs) in results.items():
