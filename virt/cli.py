@@ -215,6 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_name")
     p.add_argument("--format", choices=["qcow2", "raw"], default="qcow2", dest="fmt")
     p.add_argument("--compress", action="store_true")
+    p = sub.add_parser("migrate", help="move a running instance to another host")
+    p.add_argument("name")
+    p.add_argument("dest", help="the destination: a libvirt URI (xm: a host name)")
+    p.add_argument("--offline", action="store_true", help="pause the guest while it moves")
+    p.add_argument("--dest-instances-path", metavar="DIR",
+                   help="block migration (no shared storage): what migrate-prepare printed "
+                        "on the destination")
+    p = sub.add_parser("migrate-prepare", help="destination side of a block migration: "
+                       "base and empty disk for an incoming instance")
+    p.add_argument("name")
+    p.add_argument("--uuid", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--disk-gb", type=int, default=1)
+    p = sub.add_parser("migrate-abandon", help="remove what migrate-prepare made, after a "
+                       "failed migration")
+    p.add_argument("name")
+    p.add_argument("--uuid", required=True)
     p = sub.add_parser("destroy", help="stop an instance and remove it")
     p.add_argument("name")
     p.add_argument("--keep-disks", action="store_true")
@@ -398,6 +415,37 @@ class Commands:
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
+
+    def do_migrate(self) -> None:
+        a = self.args
+        extra = {"dest_instances_path": a.dest_instances_path} if a.dest_instances_path else {}
+        result = self.driver.migrate(self._get(), a.dest, live=not a.offline,
+                                     progress=ProgressBar(f"migrating {a.name}"), **extra)
+        figures = _plain(result) if is_dataclass(result) else {}
+        downtime = figures.get("downtime_ms")
+        self.out.done(f"migrated {a.name} to {a.dest}"
+                      + (f" (downtime {downtime} ms)" if downtime is not None else ""),
+                      name=a.name, dest=a.dest, **figures)
+
+    def _incoming(self, method: str):
+        if not hasattr(self.driver, method):
+            raise UsageError(f"the {self.driver.name} backend has no block migration: "
+                             "use shared storage")
+        a = self.args
+        return getattr(self.driver, method), Instance(
+            name=a.name, uuid=a.uuid, image=getattr(a, "image", None),
+            flavor=Flavor(root_gb=getattr(a, "disk_gb", 1)))
+
+    def do_migrate_prepare(self) -> None:
+        prepare, instance = self._incoming("prepare_incoming")
+        path = prepare(instance)
+        self.out.done(f"ready for {instance.name}: migrate with --dest-instances-path {path}",
+                      name=instance.name, instances_path=path)
+
+    def do_migrate_abandon(self) -> None:
+        abandon, instance = self._incoming("abandon_incoming")
+        abandon(instance)
+        self.out.done(f"removed what was prepared for {instance.name}", name=instance.name)
 
     def do_destroy(self) -> None:
         try:

@@ -73,6 +73,17 @@ LIBVIRT_OPTS = [
                       "reboot (stop, then start) is not reported as a stop."),
     cfg.IntOpt("console_log_max_bytes", default=100 * 1024, min=1024,
                help="Largest tail of the console log returned to a caller."),
+    cfg.IntOpt("migration_completion_timeout", default=800, min=0,
+               help="Seconds a live migration may run before on-timeout action "
+                    "is taken; 0 waits for ever."),
+    cfg.StrOpt("migration_timeout_action", default="abort", choices=["abort", "postcopy"],
+               help="At the completion timeout: abort (the guest stays on the source) "
+                    "or switch to post-copy (the guest runs on the destination at once)."),
+    cfg.IntOpt("migration_max_bandwidth", default=0, min=0,
+               help="Largest migration bandwidth in MiB/s; 0 leaves it unlimited."),
+    cfg.BoolOpt("migration_auto_converge", default=True,
+                help="Throttle the guest's vCPUs when memory is dirtied faster than "
+                     "it is copied, so that a busy guest's migration converges."),
 ]
 
 # What virt.images.parse_size reads: bytes, or a number with a binary unit.

@@ -46,6 +46,7 @@ ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
     "block_devices": check_block_devices,
     "host": check_text,
     "dest": check_text,
+    "dest_instances_path": lambda value, field: None if value is None else check_text(value, field),
     "fmt": check_text,
     "destroy_disks": check_bool,
     "hard": check_bool,
@@ -187,7 +188,13 @@ class ComputeDriver(abc.ABC):
         """Copy the root disk into the image store as a new image."""
 
     @abc.abstractmethod
-    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None: ...
+    def migrate(self, instance: Instance, dest: str, live: bool = True,
+                progress: Callable[[float], None] | None = None) -> object:
+        """Move the instance to `dest`; on failure it keeps running here.
+
+        Returns what the backend knows of the finished migration (libvirt:
+        its job statistics), or None.
+        """
 
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:

@@ -72,3 +72,7 @@ class BackendUnavailable(VirtError):
 
 class Timeout(VirtError):
     """An operation did not finish within its bound."""
+
+
+class MigrationFailed(HypervisorError):
+    """A migration failed or was stopped; the guest still runs on the source."""

@@ -32,7 +32,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import pending
+from backends.libvirt import migration, pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
@@ -44,6 +44,7 @@ from virt.errors import (
     InstanceNotFound,
     InvalidParameter,
     InvalidState,
+    MigrationFailed,
     SpawnError,
     Timeout,
     VirtError,
@@ -83,13 +84,6 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: PowerState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: PowerState.SUSPENDED,
 }
-
-
-def migration_flags(live: bool = True) -> int:
-    """Peer-to-peer migration that leaves the guest defined only on the destination."""
-    flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-    return flags | libvirt.VIR_MIGRATE_LIVE if live else flags
 
 
 _CAPS_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
@@ -159,6 +153,7 @@ class LibvirtDriver(ComputeDriver):
         self.owner = os.path.realpath(conf.instances_path)
         # Ownership when last seen, for events of domains already gone.
         self._owned_names: dict[str, bool] = {}
+        self._migrations: dict[str, migration.Migration] = {}
         self._connection.events.accept = self._hears
         self._connection.add_resync(self._resync)
         self.store = LocalImageStore.from_conf(conf)
@@ -622,23 +617,103 @@ class LibvirtDriver(ComputeDriver):
             self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
                                {"arch": arch} if arch else {}, [filename])
 
-    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
-        """Peer-to-peer (live) migration to the libvirt URI `dest`.
+    def migrate(self, instance: Instance, dest: str, live: bool = True,
+                progress: Progress | None = None,
+                dest_instances_path: str | None = None) -> migration.MigrationResult:
+        """Peer-to-peer (live) migration to the libvirt URI `dest`; libvirt's figures.
 
-        The disks must be reachable at the same paths on the destination
-        (shared instances_path and image cache).
+        Shared storage (dest_instances_path None): the disks are reachable at
+        the same paths there, so the destination's driver owns the guest too.
+        Block migration: the destination's driver ran prepare_incoming(), which
+        gave dest_instances_path; libvirt copies the overlay only, the domain
+        arrives owned by and pointing into that path, and the overlay here is
+        removed after success. The completion-timeout policy comes from
+        [libvirt] migration_*; abort_migration() stops it from another thread.
+        On any failure the guest keeps running here.
         """
-        self._check_name(instance)
+        directory = self._instance_dir(instance)
         if not isinstance(dest, str) or "://" not in dest or any(c.isspace() for c in dest):
             raise InvalidParameter(f"destination {dest!r}: use a libvirt URI such as "
                                    "qemu+ssh://host/system")
-        flags = migration_flags(live)
+        block = dest_instances_path is not None
+        if block and not os.path.isabs(dest_instances_path or ""):
+            raise InvalidParameter(f"destination instances path {dest_instances_path!r}: "
+                                   "use the absolute path prepare_incoming returned there")
+        policy = migration.MigrationPolicy.from_conf(self.conf)
+        flags = migration.migration_flags(live, block=block, policy=policy)
+
+        def start(conn):
+            dom = self._owned_domain(conn, instance.name)
+            if not block:
+                return migration.Migration(dom, dest, flags, policy, progress=progress)
+            # the live and the persistent definition both name the destination's paths
+            xmls = []
+            for inactive in (0, libvirt.VIR_DOMAIN_XML_INACTIVE):
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE
+                                  | libvirt.VIR_DOMAIN_XML_SECURE | inactive)
+                for here in {self.conf.instances_path, self.owner}:
+                    xml = migration.relocated_xml(xml, here, dest_instances_path)
+                xmls.append(xml)
+            return migration.Migration(dom, dest, flags, policy, dest_xml=xmls[0],
+                                       persist_xml=xmls[1], progress=progress)
+        job = self._call("migrate", instance.name, start)
+        if self._migrations.setdefault(instance.name, job) is not job:
+            raise InvalidState(f"instance {instance.name!r} is already migrating: "
+                               "wait for it or abort_migration")
         try:
-            self._with_domain(instance.name, "migrate",
-                              lambda dom: dom.migrateToURI(dest, flags, None, 0))
-        except HypervisorError as e:
-            raise HypervisorError(f"{e}; check that {dest} is reachable from this host's "
-                                  "libvirtd and runs the same hypervisor") from None
+            result = job.run()
+            if block:
+                remove_quietly(directory)
+            return result
+        except migration.MigrationAborted as e:
+            raise MigrationFailed(f"migration of {instance.name} to {dest} stopped: {e}; "
+                                  "it keeps running here") from None
+        except libvirt.libvirtError as e:
+            raise MigrationFailed(f"cannot migrate {instance.name} to {dest}: "
+                                  f"{e.get_error_message()}; it keeps running here: check "
+                                  "that the destination is reachable from this host's "
+                                  "libvirtd, runs the same hypervisor and has no guest of "
+                                  "that name") from None
+        finally:
+            del self._migrations[instance.name]
+
+    def prepare_incoming(self, instance: Instance) -> str:
+        """Destination side of a block migration: the base from this host's cache
+        (fetched from its image store) and an empty overlay over it, which
+        libvirt fills. Returns this host's instances path for migrate()."""
+        directory = self._instance_dir(instance)
+        self._check_name_free(instance.name)
+        image = self._image(instance.image or "")
+        self._check_root_size(image.virtual_size, instance)
+        undo = _Undo()
+        try:
+            self.cache.fetch_base(image.name)
+            self._make_disks(directory, image.name, instance, undo)
+        except OSError as e:
+            undo.run()
+            raise InvalidState(f"cannot prepare {instance.name} for migration: {e.strerror}: "
+                               f"{e.filename}; migrate-abandon it, then try again") from None
+        except BaseException:
+            undo.run()
+            raise
+        return self.conf.instances_path
+
+    def abandon_incoming(self, instance: Instance) -> None:
+        """Undo prepare_incoming after a failed migration; never touches an arrived guest."""
+        directory = self._instance_dir(instance)
+        if self.instance_exists(instance):
+            raise InvalidState(f"instance {instance.name!r} arrived here: destroy it "
+                               "instead if it must go")
+        remove_quietly(directory)
+
+    def abort_migration(self, instance: Instance) -> None:
+        """Stop a running migration of `instance`; the guest stays here."""
+        self._check_name(instance)
+        job = self._migrations.get(instance.name)
+        if job is None:
+            raise InvalidState(f"instance {instance.name!r} is not migrating from this "
+                               "driver: nothing to abort")
+        job.abort()
 
     # -- plumbing -----------------------------------------------------------
 

@@ -389,9 +389,11 @@ class XmDriver(ComputeDriver):
 
     # -- migration --------------------------------------------------------
 
-    def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
+    def migrate(self, instance: Instance, dest: str, live: bool = True,
+                progress: Callable[[float], None] | None = None) -> None:
         """xm: `migrate [-l] NAME HOST`. xl migration is always live, so a
-        non-live one pauses the guest first and its memory moves in one pass."""
+        non-live one pauses the guest first and its memory moves in one pass.
+        The toolstack reports no progress: `progress` hears only the end."""
         self._require(instance)
         if not isinstance(dest, str) or not _HOST.fullmatch(dest):
             raise InvalidParameter(f"destination {dest!r}: use a host name or IP address")
@@ -408,6 +410,8 @@ class XmDriver(ComputeDriver):
                     self.toolstack.run("unpause", name)
                 raise
         remove_quietly(self.config_path(name))
+        if progress:
+            progress(1.0)
         self._emit(name, PowerState.SHUTOFF)
 
     def migration_config(self, instance: Instance) -> str:

@@ -1,0 +1,286 @@
+"""Migration between two real libvirt hosts (tools/two-hosts.sh), driven through the CLI.
+
+Each host's driver runs inside that host's namespaces with its own config, so
+what the destination sees is what its own driver sees: a guest it owns, lists
+and drives. Guests here are named "mig-*".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import libvirt
+import pytest
+from oslo_concurrency import processutils
+
+from tests.functional.conftest import (
+    PROJECT_DIR,
+    console_lines,
+    read_disk_marker,
+    wait_for_console,
+)
+
+TWO_HOSTS = PROJECT_DIR / "tools" / "two-hosts.sh"
+ROOT = Path(os.environ.get("VD_TWO_HOSTS_ROOT", "/tmp/virt-driver-two-hosts"))
+IMAGE = "mig-demo"
+
+
+def bed(*argv: str) -> str:
+    return processutils.execute(str(TWO_HOSTS), *argv)[0].strip()
+
+
+@pytest.fixture(scope="module")
+def hosts(demo_guest):
+    """Both hosts up, the demo disk in the shared store; stopped after if we started them."""
+    started = subprocess.run([str(TWO_HOSTS), "running"]).returncode != 0
+    try:
+        bed("start")
+    except processutils.ProcessExecutionError as exc:
+        pytest.fail(f"two-hosts.sh start failed: {exc.stderr}", pytrace=False)
+    if IMAGE not in {i["name"] for i in cli("A", "image", "list")}:
+        cli("A", "image", "import", IMAGE, demo_guest.disk, "--format", "raw")
+    yield demo_guest
+    for host in ("A", "B"):
+        for row in cli(host, "list", "--all"):
+            if row["name"].startswith("mig-"):
+                cli(host, "destroy", row["name"])
+    if started:
+        bed("stop")
+
+
+def run_cli(host: str, *argv: str, conf: str | None = None) -> subprocess.CompletedProcess:
+    """virt-driver on `host` (its namespaces, its config)."""
+    conf = conf or bed("conf", host)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    return subprocess.run([str(TWO_HOSTS), "exec", host, sys.executable, "-m", "virt.cli",
+                           "--config-file", conf, "--json", *argv],
+                          capture_output=True, text=True, env=env)
+
+
+def cli(host: str, *argv: str, conf: str | None = None):
+    done = run_cli(host, *argv, conf=conf)
+    if done.returncode != 0:
+        pytest.fail(f"virt-driver {' '.join(argv)} on {host} failed: {done.stderr}",
+                    pytrace=False)
+    return json.loads(done.stdout)
+
+
+def boot(host: str, name: str, guest) -> Path:
+    """Boot the demo guest; its console log as seen from here (the store behind the mount)."""
+    out = cli(host, "boot", name, "--image", IMAGE, "--memory", "256", "--kernel", guest.kernel,
+              "--initrd", guest.initrd, "--cmdline", guest.cmdline("wait"))
+    console = ROOT / "store" / "instances" / out["uuid"] / "console.log"
+    wait_for_console(console, "ready")
+    return console
+
+
+def names(host: str) -> list[str]:
+    return [row["name"] for row in cli(host, "list", "--all")]
+
+
+def state(host: str, name: str) -> str:
+    return cli(host, "show", name)["state"]
+
+
+def domains_on(host: str) -> list[str]:
+    """Every domain name on the host's libvirtd, owned by a driver or not."""
+    conn = libvirt.open(bed("uri", host))
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def extra_conf(tmp_path: Path, host: str, **libvirt_opts) -> str:
+    """The host's shared-storage config with [libvirt] options added."""
+    text = Path(bed("conf", host)).read_text()
+    lines = "".join(f"{k} = {v}\n" for k, v in libvirt_opts.items())
+    path = tmp_path / f"{host}.conf"
+    path.write_text(text.replace("[libvirt]\n", "[libvirt]\n" + lines))
+    return str(path)
+
+
+def test_live_migration_moves_the_running_guest_to_the_destinations_driver(hosts):
+    console = boot("A", "mig-live", hosts)
+    before = cli("A", "show", "mig-live")["instance"]
+    result = cli("A", "migrate", "mig-live", bed("uri", "B"))
+
+    assert result["downtime_ms"] is not None and result["time_elapsed_ms"] > 0
+    assert "mig-live" not in domains_on("A")        # the source keeps nothing
+    assert names("B") == ["mig-live"] and state("B", "mig-live") == "running"
+    assert cli("B", "show", "mig-live")["instance"] == before  # same metadata, same meaning
+    assert console_lines(console).count("boot") == 1  # it kept running: no second boot
+    # the destination's driver drives it with the same meaning: reboot, console, destroy
+    cli("B", "reboot", "mig-live")
+    wait_for_console(console, "boot", count=2)
+    wait_for_console(console, "ready", count=2)
+    shown = run_cli("B", "console", "mig-live")
+    assert shown.returncode == 0 and shown.stdout.count("VIRT-DEMO ready") == 2
+    cli("B", "destroy", "mig-live")
+    assert names("B") == [] and not console.exists()
+
+
+def test_destination_down_leaves_the_guest_on_the_source(hosts):
+    boot("A", "mig-down", hosts)
+    bed("daemon-stop", "B")
+    try:
+        done = run_cli("A", "migrate", "mig-down", bed("uri", "B"))
+    finally:
+        bed("daemon-start", "B")
+    assert done.returncode == 1 and "keeps running here" in done.stderr
+    assert state("A", "mig-down") == "running"
+    assert "mig-down" not in domains_on("B")
+    cli("A", "destroy", "mig-down")
+
+
+def test_a_name_used_on_the_destination_is_refused(hosts):
+    boot("A", "mig-dup", hosts)
+    other = boot("B", "mig-dup", hosts)
+    done = run_cli("A", "migrate", "mig-dup", bed("uri", "B"))
+    assert done.returncode == 1 and "keeps running here" in done.stderr
+    assert state("A", "mig-dup") == "running" and state("B", "mig-dup") == "running"
+    assert console_lines(other).count("boot") == 1   # theirs untouched
+    cli("A", "destroy", "mig-dup")
+    cli("B", "destroy", "mig-dup")
+
+
+def test_the_completion_timeout_aborts_and_the_guest_stays(hosts, tmp_path):
+    boot("A", "mig-slow", hosts)
+    conf = extra_conf(tmp_path, "A", migration_max_bandwidth=1,
+                      migration_completion_timeout=2)
+    done = run_cli("A", "migrate", "mig-slow", bed("uri", "B"), conf=conf)
+    assert done.returncode == 1 and "completion timeout of 2s" in done.stderr
+    assert state("A", "mig-slow") == "running"
+    assert "mig-slow" not in domains_on("B")
+    cli("A", "destroy", "mig-slow")
+
+
+def test_an_interrupted_migration_is_aborted_half_way(hosts, tmp_path):
+    boot("A", "mig-stop", hosts)
+    conf = extra_conf(tmp_path, "A", migration_max_bandwidth=1)
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
+    # exec replaces two-hosts.sh, so the signal reaches the CLI itself
+    proc = subprocess.Popen([str(TWO_HOSTS), "exec", "A", sys.executable, "-m", "virt.cli",
+                             "--config-file", conf, "migrate", "mig-stop", bed("uri", "B")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "mig-stop" not in domains_on("B"):   # the incoming guest exists: half way
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "aborted on request" in err
+    assert state("A", "mig-stop") == "running"
+    assert "mig-stop" not in domains_on("B")
+    cli("A", "destroy", "mig-stop")
+
+
+# -- block migration: each host its own instances path, cache and store -----------
+
+def local(host: str) -> str:
+    return bed("conf", host, "local")
+
+
+def local_dir(host: str) -> Path:
+    return ROOT / f"host{host}" / "local" / "instances"
+
+
+@pytest.fixture
+def local_hosts(hosts):
+    """Both hosts on local storage; the demo image in A's store, B's as the test wants."""
+    for host in ("A", "B"):
+        if IMAGE not in {i["name"] for i in cli(host, "image", "list", conf=local(host))}:
+            cli(host, "image", "import", IMAGE, hosts.disk, "--format", "raw", conf=local(host))
+    yield hosts
+    for host in ("A", "B"):
+        for row in cli(host, "list", "--all", conf=local(host)):
+            if row["name"].startswith("mig-"):
+                cli(host, "destroy", row["name"], conf=local(host))
+
+
+def boot_local(name: str, guest) -> dict:
+    out = cli("A", "boot", name, "--image", IMAGE, "--memory", "256", "--kernel", guest.kernel,
+              "--initrd", guest.initrd, "--cmdline", guest.cmdline("wait"), conf=local("A"))
+    wait_for_console(local_dir("A") / out["uuid"] / "console.log", "ready")
+    return cli("A", "show", name, conf=local("A"))["instance"]
+
+
+def prepare(instance: dict) -> subprocess.CompletedProcess:
+    return run_cli("B", "migrate-prepare", instance["name"], "--uuid", instance["uuid"],
+                   "--image", instance["image"], "--disk-gb",
+                   str(instance["flavor"]["root_gb"]), conf=local("B"))
+
+
+def test_block_migration_copies_the_overlay_to_the_destinations_own_storage(local_hosts):
+    instance = boot_local("mig-block", local_hosts)
+    uuid = instance["uuid"]
+    prepared = prepare(instance)
+    assert prepared.returncode == 0, prepared.stderr
+    dest_path = json.loads(prepared.stdout)["instances_path"]
+    assert dest_path == str(local_dir("B"))
+    result = cli("A", "migrate", "mig-block", bed("uri", "B"),
+                 "--dest-instances-path", dest_path, conf=local("A"))
+
+    assert result["downtime_ms"] is not None
+    assert "mig-block" not in domains_on("A")
+    assert not (local_dir("A") / uuid).exists()     # the source's overlay went after success
+    shown = cli("B", "show", "mig-block", conf=local("B"))
+    assert shown["state"] == "running" and shown["instance"] == instance
+    console = local_dir("B") / uuid / "console.log"
+    assert console_lines(console).count("boot") == 0  # it kept running: no boot there
+    cli("B", "reboot", "mig-block", conf=local("B"))
+    wait_for_console(console, "ready")
+    cli("B", "destroy", "mig-block", "--keep-disks", conf=local("B"))
+    # the guest's second boot read the marker its first boot wrote on A
+    disk = local_dir("B") / uuid / "disk"
+    assert read_disk_marker(disk, "qcow2").startswith("VIRT-DEMO-MARKER boot=2 ")
+    shutil.rmtree(local_dir("B") / uuid)
+
+
+def test_block_migration_needs_the_image_at_the_destination(local_hosts):
+    instance = boot_local("mig-noimg", local_hosts)
+    cli("B", "image", "delete", IMAGE, conf=local("B"))
+    prepared = prepare(instance)
+    assert prepared.returncode == 1 and IMAGE in prepared.stderr
+    assert not (local_dir("B") / instance["uuid"]).exists()
+    assert cli("A", "show", "mig-noimg", conf=local("A"))["state"] == "running"
+
+
+def test_a_failed_block_migration_is_undone_on_both_sides(local_hosts, tmp_path):
+    instance = boot_local("mig-blkfail", local_hosts)
+    dest_path = json.loads(prepare(instance).stdout)["instances_path"]
+    conf = Path(local("A")).read_text().replace(
+        "[libvirt]\n", "[libvirt]\nmigration_max_bandwidth = 1\n"
+                       "migration_completion_timeout = 2\n")
+    (tmp_path / "a.conf").write_text(conf)
+    done = run_cli("A", "migrate", "mig-blkfail", bed("uri", "B"), "--dest-instances-path",
+                   dest_path, conf=str(tmp_path / "a.conf"))
+    assert done.returncode == 1 and "completion timeout" in done.stderr
+    assert "mig-blkfail" not in domains_on("B")
+    cli("B", "migrate-abandon", "mig-blkfail", "--uuid", instance["uuid"], conf=local("B"))
+    assert not (local_dir("B") / instance["uuid"]).exists()
+    assert cli("A", "show", "mig-blkfail", conf=local("A"))["state"] == "running"
+    assert (local_dir("A") / instance["uuid"] / "disk").exists()
+
+
+def test_the_completion_timeout_can_switch_to_post_copy(hosts, tmp_path):
+    console = boot("A", "mig-post", hosts)
+    conf = extra_conf(tmp_path, "A", migration_max_bandwidth=1,
+                      migration_completion_timeout=2, migration_timeout_action="postcopy")
+    result = cli("A", "migrate", "mig-post", bed("uri", "B"), conf=conf)
+    assert result["postcopy"] is True and result["downtime_ms"] is not None
+    assert "mig-post" not in domains_on("A")
+    assert state("B", "mig-post") == "running"
+    assert console_lines(console).count("boot") == 1
+    cli("B", "destroy", "mig-post")
