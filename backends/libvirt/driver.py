@@ -32,7 +32,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import pending
+from backends.libvirt import livesnapshot
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
@@ -192,7 +192,8 @@ class LibvirtDriver(ComputeDriver):
         self.reclaim()
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
-        return {"spawn": self._undo_dead_spawn}
+        return {"spawn": self._undo_dead_spawn,
+                livesnapshot.MARKER_KIND: self._undo_dead_live_snapshot}
 
     def _undo_dead_spawn(self, marker: dict) -> None:
         """A spawn killed midway: the domain it defined (same uuid) and its directory go."""
@@ -202,6 +203,13 @@ class LibvirtDriver(ComputeDriver):
                 self._hard_stop(name)
                 self._undefine(name)
         remove_quietly(os.path.join(self.conf.instances_path, uuid))
+
+    def _undo_dead_live_snapshot(self, marker: dict) -> None:
+        """A live snapshot killed midway: its backup job aborted, the guest thawed."""
+        name = check_instance_name(marker["name"])
+        with contextlib.suppress(InstanceNotFound):
+            livesnapshot.undo_dead_backup(
+                lambda action, fn: self._with_domain(name, action, fn), marker)
 
     def close(self) -> None:
         """Close the libvirt connection; the next call would open a new one."""
@@ -260,13 +268,11 @@ class LibvirtDriver(ComputeDriver):
         return False
 
     def _owned_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
-        """The domain `name` if this driver owns it, a killed snapshot's pause undone."""
+        """The domain `name` if this driver owns it."""
         dom = conn.lookupByName(name)
         meta = _metadata(dom)
         if not self._owns(meta):
             raise _not_found(name)
-        if _is_uuid(meta.instance_uuid):
-            pending.finish_killed_snapshot(os.path.join(self.owner, meta.instance_uuid), dom)
         return dom
 
     def _hears(self, name: str) -> bool:
@@ -579,10 +585,9 @@ class LibvirtDriver(ComputeDriver):
                  compress: bool = False, progress: Progress | None = None) -> None:
         """Copy the root disk, with its whole chain, into the store as a new image.
 
-        A running or paused guest is managed-saved for the copy (QEMU holds a
-        write lock on its disks) and restored afterwards in the same state;
-        if this process dies meanwhile, the next call on the instance restores
-        it (see backends/libvirt/pending.py).
+        A running or paused guest is copied live and stays as it is (see
+        backends/libvirt/livesnapshot.py); the image's `consistency`
+        property says whether its file systems were frozen for the copy.
         """
         self._check_name(instance)
         check_image_name(image_name, "snapshot image name")
@@ -592,35 +597,58 @@ class LibvirtDriver(ComputeDriver):
             raise InvalidParameter("compress: only qcow2 snapshots can be compressed")
         self.store.refuse_existing(image_name)
         domain = self._definition(instance.name)
-        root = next((d for d in domain.devices_of(Disk) if d.device == "disk" and d.source),
-                    None)
+        disks = [d for d in domain.devices_of(Disk) if d.target_dev]
+        root = next((d for d in disks if d.device == "disk" and d.source), None)
         if root is None:
             raise InvalidState(f"instance {instance.name!r} has no root disk to snapshot")
-        state = self._state(instance.name)
-        if state not in (PowerState.RUNNING, PowerState.PAUSED):
-            self._export(root, image_name, fmt, compress, domain.os.arch, progress)
+        properties = {"arch": domain.os.arch} if domain.os.arch else {}
+        if self._state(instance.name) not in (PowerState.RUNNING, PowerState.PAUSED):
+            self._export(root.source, root.driver_type or "raw", image_name, fmt, compress,
+                         properties, progress)
             return
-        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
-        with pending.pending_snapshot(directory, state.value):
-            self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
-            try:
-                self._export(root, image_name, fmt, compress, domain.os.arch, progress)
-            finally:
-                self._with_domain(instance.name, "restore", lambda dom: dom.create())
-                # QEMU restores a paused guest paused; not every driver does.
-                if state is PowerState.PAUSED \
-                        and self._state(instance.name) is PowerState.RUNNING:
-                    self._with_domain(instance.name, "pause", lambda dom: dom.suspend())
+        others = [d.target_dev for d in disks if d is not root]
+        self._live_snapshot(instance.name, root.target_dev, others, image_name, fmt, compress,
+                            properties, progress)
 
-    def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
-                arch: str | None, progress: Progress | None) -> None:
-        filename = f"{image_name}.img"
+    def _live_snapshot(self, name: str, root: str, others: list[str], image_name: str,
+                       fmt: str, compress: bool, properties: dict[str, str],
+                       progress: Progress | None) -> None:
+        def call(action, fn):
+            return self._with_domain(name, action, fn)
         with self.store.staging("snapshot-" + image_name) as staging:
-            target = os.path.join(staging, filename)
-            images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
+            copy = os.path.join(staging, "live-copy.qcow2")
+            # If this process dies while the job may run, a reclaim aborts it.
+            marker = OperationMarker(self.conf.instances_path, livesnapshot.MARKER_KIND,
+                                     name=name, disk=root, target=copy)
+            try:
+                consistency = livesnapshot.copy_disk(call, root, copy, others, progress)
+            finally:
+                marker.release()
+            if consistency == livesnapshot.CRASH_CONSISTENT:
+                LOG.warning("%s: no guest agent froze its file systems: snapshot %s is "
+                            "crash-consistent", name, image_name)
+            properties = {**properties, "consistency": consistency}
+            if fmt == "qcow2" and not compress:
+                self._publish(image_name, staging, copy, fmt, properties)
+            else:
+                self._export(copy, "qcow2", image_name, fmt, compress, properties, None)
+
+    def _export(self, source: str, source_fmt: str, image_name: str, fmt: str, compress: bool,
+                properties: dict[str, str], progress: Progress | None) -> None:
+        with self.store.staging("snapshot-" + image_name) as staging:
+            target = os.path.join(staging, f"{image_name}.img")
+            images.extract_snapshot(source, source_fmt, target, fmt,
                                     compress=compress, progress=progress)
-            self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
-                               {"arch": arch} if arch else {}, [filename])
+            self._publish(image_name, staging, target, fmt, properties)
+
+    def _publish(self, image_name: str, staging: str, path: str, fmt: str,
+                 properties: dict[str, str]) -> None:
+        filename = f"{image_name}.img"
+        if os.path.basename(path) != filename:
+            os.rename(path, os.path.join(staging, filename))
+        self.store.publish(image_name, staging, fmt,
+                           images.get_disk_size(os.path.join(staging, filename), fmt),
+                           properties, [filename])
 
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
         """Peer-to-peer (live) migration to the libvirt URI `dest`.
