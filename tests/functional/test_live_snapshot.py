@@ -83,6 +83,11 @@ def _disks(system, name):
     return xml[xml.index("<disk"):xml.rindex("</disk>")]
 
 
+def _domain_id(system, name):
+    """The id of the running domain now (a virDomain object caches the one it was found with)."""
+    return system.lookupByName(name).ID()
+
+
 def _leftovers(driver, store):
     return [os.path.join(d, n) for d in (store.directory, driver.conf.instances_path)
             for n in os.listdir(d) if n.startswith(".vd-")]
@@ -104,7 +109,8 @@ def test_a_running_guest_is_copied_while_it_keeps_running(driver, store, system,
     assert "boot=1 " in (read_disk_marker(image.path, "qcow2") or "")
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     # never saved, paused or restarted; the same chain; no job left
-    assert dom.ID() == domain_id and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert _domain_id(system, instance.name) == domain_id
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert console_lines(console).count("boot") == 1
     heard = []
     while not states.empty():
@@ -131,7 +137,7 @@ def test_a_paused_guest_stays_paused_and_a_converted_copy_is_flat(
         assert image.format == fmt and image.properties["consistency"] == "crash"
         assert "boot=1 " in (read_disk_marker(image.path, fmt) or "")
         store.delete(name)
-    assert dom.ID() == domain_id
+    assert _domain_id(system, instance.name) == domain_id
     assert driver.get_info(instance).state is PowerState.PAUSED
     assert _leftovers(driver, store) == []
 
@@ -149,7 +155,8 @@ def test_a_failure_during_the_copy_aborts_the_job_and_leaves_nothing(
         driver.snapshot(instance, "lo-failed", progress=fail)
 
     assert "lo-failed" not in [image.name for image in store.list()]
-    assert dom.ID() == domain_id and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert _domain_id(system, instance.name) == domain_id
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert dom.jobStats()["type"] == libvirt.VIR_DOMAIN_JOB_NONE
     assert _disks(system, instance.name) == disks
     assert _leftovers(driver, store) == []
