@@ -397,7 +397,12 @@ class Commands:
         compress = a.compress or (a.fmt == "qcow2" and self.conf.images.snapshot_compression)
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
-        self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
+        consistency = LocalImageStore.from_conf(self.conf).get(a.image_name) \
+            .properties.get("consistency")
+        note = {"crash": " (crash-consistent: no guest agent froze its file systems)",
+                "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
+        self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
+                      image=a.image_name, consistency=consistency)
 
     def do_destroy(self) -> None:
         try:
