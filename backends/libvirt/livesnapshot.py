@@ -94,7 +94,7 @@ def _freeze(call: DomainCall) -> bool:
     """Freeze the guest's file systems through its agent; False when no agent answers."""
     def freeze(dom):
         try:
-            dom.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
+            _bound_agent_wait(dom)
             return dom.fsFreeze() > 0
         except libvirt.libvirtError as e:
             LOG.info("%s: no file system freeze (%s): the snapshot is crash-consistent",
@@ -103,6 +103,15 @@ def _freeze(call: DomainCall) -> bool:
                 _thaw_quietly(dom)  # a freeze that timed out may still happen in the guest
             return False
     return call("freeze the file systems of", freeze)
+
+
+def _bound_agent_wait(dom: libvirt.virDomain) -> None:
+    """An agent that does not answer costs AGENT_TIMEOUT, not libvirt's default wait."""
+    try:
+        dom.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
 
 
 def _thaw(call: DomainCall) -> None:
