@@ -32,7 +32,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import livesnapshot
+from backends.libvirt import livesnapshot, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
@@ -48,7 +48,7 @@ from virt.errors import (
     Timeout,
     VirtError,
 )
-from virt.fileutils import filesystem_usage_gb, remove_quietly
+from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import build_domain, instance_from_domain
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
@@ -68,6 +68,7 @@ CONSOLE_LOG = "console.log"
 START_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 SNAPSHOT_FORMATS = ("qcow2", "raw")
+DETACH_TIMEOUT = 30.0  # seconds a guest may take to release a detached disk
 
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -649,6 +650,44 @@ class LibvirtDriver(ComputeDriver):
         self.store.publish(image_name, staging, fmt,
                            images.get_disk_size(os.path.join(staging, filename), fmt),
                            properties, [filename])
+
+    # -- volumes (see backends/libvirt/volumes.py) ---------------------------
+
+    def attach_volume(self, instance: Instance, volume: str, device: str | None = None,
+                      fmt: str | None = None) -> str:
+        """Attach a copy of `volume` (store image name, or file path with fmt); its target."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        target = volumes.free_target(domain, "virtio", device)
+        path = volumes.volume_file(directory, target)
+        live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        with held_staging_dir(directory, "volume-" + target) as staging:
+            try:
+                copy = volumes.make_copy(self.store, volume, fmt, staging)
+            except OSError as e:
+                raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
+            os.rename(copy, path)
+        try:
+            volumes.attach(lambda action, fn: self._with_domain(instance.name, action, fn),
+                           volumes.disk_for(path, target, "virtio"), live)
+        except BaseException:
+            remove_quietly(path)
+            raise
+        return target
+
+    def detach_volume(self, instance: Instance, device: str,
+                      timeout: float = DETACH_TIMEOUT) -> None:
+        """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        disk = volumes.attached_volume(domain, directory, device)
+        live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
+                       lambda fn: self._call("watch", instance.name, fn),
+                       instance.name, disk, live, timeout)
+        remove_quietly(disk.source)
 
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
         """Peer-to-peer (live) migration to the libvirt URI `dest`.
