@@ -172,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("file")
 
+    volume = sub.add_parser("volume", help="attach or detach an instance's volumes")
+    vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="ACTION")
+    p = vsub.add_parser("attach", help="attach a copy of a store image or of a file")
+    p.add_argument("name")
+    p.add_argument("volume", help="an image in the store, or the absolute path of a file")
+    p.add_argument("--device", help="target name, e.g. vdc (default: the next free one)")
+    p.add_argument("--format", dest="fmt", choices=["raw", "qcow2"],
+                   help="the file's format (never guessed); not for store images")
+    p = vsub.add_parser("detach", help="detach a volume; waits for the guest to release it")
+    p.add_argument("name")
+    p.add_argument("device")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds the guest may take to release the disk")
+
     p = sub.add_parser("boot", help="create and start an instance")
     p.add_argument("name")
     p.add_argument("--image", required=True)
@@ -249,6 +263,8 @@ class Commands:
         command = self.args.command
         if command == "image":
             command = f"image_{self.args.image_command.replace('-', '_')}"
+        if command == "volume":
+            command = f"volume_{self.args.volume_command}"
         getattr(self, "do_" + command.replace("-", "_"))()
 
     # images
@@ -397,12 +413,22 @@ class Commands:
         compress = a.compress or (a.fmt == "qcow2" and self.conf.images.snapshot_compression)
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
-        consistency = LocalImageStore.from_conf(self.conf).get(a.image_name) \
-            .properties.get("consistency")
+        consistency = self.store().get(a.image_name).properties.get("consistency")
         note = {"crash": " (crash-consistent: no guest agent froze its file systems)",
                 "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
                       image=a.image_name, consistency=consistency)
+
+    def do_volume_attach(self) -> None:
+        a = self.args
+        target = self.driver.attach_volume(self._get(), a.volume, device=a.device, fmt=a.fmt)
+        self.out.done(f"attached {a.volume} to {a.name} as {target}", name=a.name,
+                      device=target)
+
+    def do_volume_detach(self) -> None:
+        a = self.args
+        self.driver.detach_volume(self._get(), a.device, timeout=a.timeout)
+        self.out.done(f"detached {a.device} from {a.name}", name=a.name, device=a.device)
 
     def do_destroy(self) -> None:
         try:

@@ -72,3 +72,7 @@ class BackendUnavailable(VirtError):
 
 class Timeout(VirtError):
     """An operation did not finish within its bound."""
+
+
+class NotSupported(VirtError):
+    """The backend cannot do this operation."""

@@ -68,7 +68,7 @@ CONSOLE_LOG = "console.log"
 START_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 SNAPSHOT_FORMATS = ("qcow2", "raw")
-DETACH_TIMEOUT = 30.0  # seconds a guest may take to release a detached disk
+DETACH_TIMEOUT = 30  # seconds a guest may take to release a detached disk
 
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -677,7 +677,7 @@ class LibvirtDriver(ComputeDriver):
         return target
 
     def detach_volume(self, instance: Instance, device: str,
-                      timeout: float = DETACH_TIMEOUT) -> None:
+                      timeout: int = DETACH_TIMEOUT) -> None:
         """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
         self._check_name(instance)
         domain = self._definition(instance.name)

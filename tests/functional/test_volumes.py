@@ -20,6 +20,7 @@ from tests.functional.conftest import (
     read_disk_marker,
     wait_for_console,
 )
+from virt.cli import main
 from virt.conf import make_conf
 from virt.errors import InvalidParameter, Timeout, UnsafeImage
 from virt.imagestore import LocalImageStore
@@ -118,3 +119,19 @@ def test_a_file_is_inspected_and_a_cold_attach_is_in_the_boot_report(
     leftovers = [n for n in os.listdir(os.path.join(driver.conf.instances_path, instance.uuid))
                  if n.startswith(".vd-")]
     assert leftovers == []
+
+
+def test_cli_attaches_and_detaches_a_volume(driver, demo_guest, tmp_path, capsys):
+    instance, console = _guest(driver, demo_guest, "cli")
+    config = tmp_path / "cli.conf"
+    config.write_text(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {driver.conf.state_path}\n"
+                      f"boot_file_dirs = {DEMO_GUEST_DIR}\n")
+    cli = ["--config-file", str(config), "volume"]
+    assert main([*cli, "attach", instance.name, "demo", "--device", "vdd"]) == 0
+    assert f"attached demo to {instance.name} as vdd" in capsys.readouterr().out
+    wait_for_console(console, "marker written to vdb")  # the guest names disks in order
+    assert main([*cli, "detach", instance.name, "vdd"]) == 0
+    assert f"detached vdd from {instance.name}" in capsys.readouterr().out
+    wait_for_console(console, "gone=vdb")
+    assert main([*cli, "detach", instance.name, "vda"]) == 1
+    assert "root disk" in capsys.readouterr().err
