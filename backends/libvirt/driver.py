@@ -667,7 +667,13 @@ class LibvirtDriver(ComputeDriver):
                 copy = volumes.make_copy(self.store, volume, fmt, staging)
             except OSError as e:
                 raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
-            os.rename(copy, path)
+            try:
+                os.link(copy, path)  # never over another attach's copy
+            except FileExistsError:
+                raise InvalidState(f"{path} exists: another attach of {target} to "
+                                   f"{instance.name!r} is under way, or a killed detach left it: "
+                                   "choose another device, or remove it when none runs"
+                                   ) from None
         try:
             volumes.attach(lambda action, fn: self._with_domain(instance.name, action, fn),
                            volumes.disk_for(path, target, "virtio"), live)
