@@ -660,7 +660,7 @@ class LibvirtDriver(ComputeDriver):
         domain = self._definition(instance.name)
         directory = os.path.join(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
-        path = volumes.volume_file(directory, target)
+        path = volumes.volume_file(directory)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         with held_staging_dir(directory, "volume-" + target) as staging:
             try:
@@ -670,10 +670,7 @@ class LibvirtDriver(ComputeDriver):
             try:
                 os.link(copy, path)  # never over another attach's copy
             except FileExistsError:
-                raise InvalidState(f"{path} exists: another attach of {target} to "
-                                   f"{instance.name!r} is under way, or a killed detach left it: "
-                                   "choose another device, or remove it when none runs"
-                                   ) from None
+                raise VirtError(f"{path} exists: name collision, try again") from None
         try:
             volumes.attach(lambda action, fn: self._with_domain(instance.name, action, fn),
                            volumes.disk_for(path, target, "virtio"), live)

@@ -2,7 +2,7 @@
 
 A volume comes from the image store (by name) or from an outside file
 (raw or qcow2, by absolute path). Either way the guest gets its own copy,
-`volume-<target>.qcow2` in the instance directory: an outside file is
+`volume-<random>.qcow2` in the instance directory: an outside file is
 copied privately and inspected like any untrusted image first, so the
 guest never opens a path someone else controls. The copy belongs to the
 instance (destroy removes it with the directory).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -36,8 +37,9 @@ VOLUME_FORMATS = ("raw", "qcow2")
 LIVE_CHECK_INTERVAL = 0.5  # also look at the live definition: the event may come first
 
 
-def volume_file(instance_dir: str, target: str) -> str:
-    return os.path.join(instance_dir, f"{PREFIX}{target}.qcow2")
+def volume_file(instance_dir: str) -> str:
+    """A new volume's file: named once, as a hard reboot may give its disk another target."""
+    return os.path.join(instance_dir, f"{PREFIX}{uuid.uuid4().hex[:12]}.qcow2")
 
 
 def free_target(domain: Domain, bus: str, wanted: str | None) -> str:
@@ -134,7 +136,10 @@ def attached_volume(domain: Domain, instance_dir: str, target: str) -> Disk:
     if disk is None:
         raise InvalidParameter(f"device {target!r}: the guest has no such disk; "
                                "see its definition for attached volumes")
-    if disk.source != volume_file(instance_dir, target):
+    # by its file, not its target: a hard reboot may give the disk another target
+    source = disk.source or ""
+    if os.path.dirname(source) != instance_dir \
+            or not os.path.basename(source).startswith(PREFIX):
         raise InvalidParameter(f"device {target!r} is not a volume attached by attach_volume "
                                "(the root disk or a disk from boot): it cannot be detached")
     return disk

@@ -74,7 +74,9 @@ def test_hot_attach_is_seen_by_the_guest_and_detach_waits_for_it(driver, demo_gu
     assert f"disk=vdb bytes={16 << 20}" in console_lines(console)
     assert "vdb" in _targets(driver, instance.name)
     assert "vdb" in _targets(driver, instance.name, libvirt.VIR_DOMAIN_XML_INACTIVE)
-    volume = os.path.join(driver.conf.instances_path, instance.uuid, "volume-vdb.qcow2")
+    directory = os.path.join(driver.conf.instances_path, instance.uuid)
+    volume, = (os.path.join(directory, n) for n in os.listdir(directory)
+               if n.startswith("volume-"))
     copy = tmp_path / "volume.raw"  # qemu-img -U: the running guest holds the write lock
     subprocess.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "raw", volume, str(copy)],
                    check=True)
@@ -116,6 +118,15 @@ def test_a_file_is_inspected_and_a_cold_attach_is_in_the_boot_report(
     driver.power_on(instance)
     wait_for_console(console, "ready", count=2)
     assert f"disk=vdb bytes={8 << 20}" in console_lines(console)
+    driver.attach_volume(instance, "demo", device="vdd")
+    driver.reboot(instance, hard=True)  # defined again: the volumes stay, renamed in order
+    lines = wait_for_console(console, "ready", count=3)
+    third_boot = lines[len(lines) - lines[::-1].index("boot"):]
+    assert [line for line in third_boot if line.startswith("disk=")] == [
+        "disk=vda bytes=1073741824", f"disk=vdb bytes={8 << 20}", f"disk=vdc bytes={16 << 20}"]
+    assert driver.attach_volume(instance, "demo") == "vdd"  # vdd is free again
+    driver.detach_volume(instance, "vdc")
+    wait_for_console(console, "gone=vdc")
     leftovers = [n for n in os.listdir(os.path.join(driver.conf.instances_path, instance.uuid))
                  if n.startswith(".vd-")]
     assert leftovers == []
