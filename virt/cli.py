@@ -186,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=30,
                    help="seconds the guest may take to release the disk")
 
+    nic = sub.add_parser("nic", help="attach or detach an instance's NICs")
+    nsub = nic.add_subparsers(dest="nic_command", required=True, metavar="ACTION")
+    p = nsub.add_parser("attach", help="add a NIC, live and persistent")
+    p.add_argument("name")
+    p.add_argument("nic", help="as boot's --nic: bridge=BR,mac=M | network=NET,... | user,...")
+    p = nsub.add_parser("detach", help="remove a NIC; waits for the guest to release it")
+    p.add_argument("name")
+    p.add_argument("mac")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds the guest may take to release the NIC")
+
     p = sub.add_parser("boot", help="create and start an instance")
     p.add_argument("name")
     p.add_argument("--image", required=True)
@@ -263,8 +274,8 @@ class Commands:
         command = self.args.command
         if command == "image":
             command = f"image_{self.args.image_command.replace('-', '_')}"
-        if command == "volume":
-            command = f"volume_{self.args.volume_command}"
+        if command in ("volume", "nic"):
+            command = f"{command}_{getattr(self.args, command + '_command')}"
         getattr(self, "do_" + command.replace("-", "_"))()
 
     # images
@@ -429,6 +440,17 @@ class Commands:
         a = self.args
         self.driver.detach_volume(self._get(), a.device, timeout=a.timeout)
         self.out.done(f"detached {a.device} from {a.name}", name=a.name, device=a.device)
+
+    def do_nic_attach(self) -> None:
+        nic = parse_nic(self.args.nic)
+        self.driver.attach_interface(self._get(), nic)
+        self.out.done(f"attached NIC {nic.mac} to {self.args.name}", name=self.args.name,
+                      mac=nic.mac)
+
+    def do_nic_detach(self) -> None:
+        a = self.args
+        self.driver.detach_interface(self._get(), a.mac, timeout=a.timeout)
+        self.out.done(f"detached NIC {a.mac} from {a.name}", name=a.name, mac=a.mac)
 
     def do_destroy(self) -> None:
         try:

@@ -26,6 +26,7 @@ from virt.validation import (
     check_image_name,
     check_instance,
     check_instance_name,
+    check_nic,
     check_nics,
     check_optional_callable,
     check_optional_int,
@@ -49,6 +50,8 @@ ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
     "dest": check_text,
     "fmt": check_optional_text,
     "volume": check_text,
+    "nic": check_nic,
+    "mac": check_text,
     "device": check_optional_text,
     "destroy_disks": check_bool,
     "hard": check_bool,
@@ -202,6 +205,14 @@ class ComputeDriver(abc.ABC):
         """Detach a volume attach_volume added, waiting up to `timeout` s for the guest."""
         raise NotSupported(f"backend {self.name}: volumes cannot be detached here")
 
+    def attach_interface(self, instance: Instance, nic: NIC) -> None:
+        """Add a NIC, live and persistent."""
+        raise NotSupported(f"backend {self.name}: NICs cannot be attached here")
+
+    def detach_interface(self, instance: Instance, mac: str, timeout: int = 30) -> None:
+        """Remove the NIC with `mac`, waiting up to `timeout` s for the guest."""
+        raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
+
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         """callback(instance_name, event) with event one of PowerState values."""
@@ -210,7 +221,8 @@ class ComputeDriver(abc.ABC):
 # The public methods a compute manager calls; each backend's are checked.
 CONTRACT_METHODS = tuple(
     name for name, member in vars(ComputeDriver).items()
-    if getattr(member, "__isabstractmethod__", False)) + ("attach_volume", "detach_volume")
+    if getattr(member, "__isabstractmethod__", False)) + (
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface")
 
 
 class _InstalledBackends:

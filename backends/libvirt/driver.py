@@ -32,11 +32,11 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import livesnapshot, volumes
+from backends.libvirt import hotplug, livesnapshot, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
-from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
+from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata, Interface
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
@@ -49,7 +49,7 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
-from virt.guest import build_domain, instance_from_domain
+from virt.guest import build_domain, instance_from_domain, interface_for
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
@@ -623,8 +623,12 @@ class LibvirtDriver(ComputeDriver):
                                      name=name, disk=root, target=copy)
             try:
                 consistency = livesnapshot.copy_disk(call, root, copy, others, progress)
-            finally:
+            except livesnapshot.JobStillActive:
+                raise  # the marker stays: a reclaim after this process aborts the job again
+            except BaseException:
                 marker.release()
+                raise
+            marker.release()
             if consistency == livesnapshot.CRASH_CONSISTENT:
                 LOG.warning("%s: no guest agent froze its file systems: snapshot %s is "
                             "crash-consistent", name, image_name)
@@ -691,6 +695,44 @@ class LibvirtDriver(ComputeDriver):
                        lambda fn: self._call("watch", instance.name, fn),
                        instance.name, disk, live, timeout)
         remove_quietly(disk.source)
+
+    def attach_interface(self, instance: Instance, nic: NIC) -> None:
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        mac = nic.mac.lower()
+        if any((i.mac or "").lower() == mac for i in domain.devices_of(Interface)):
+            raise InvalidParameter(f"NIC {nic.mac}: the guest has a NIC with this MAC already")
+        xml = interface_for(nic, self.conf.virt_type).to_xml()
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (
+            libvirt.VIR_DOMAIN_AFFECT_LIVE if self._is_live(instance.name) else 0)
+        self._with_domain(instance.name, "attach a NIC to",
+                          lambda dom: dom.attachDeviceFlags(xml, flags))
+
+    def detach_interface(self, instance: Instance, mac: str,
+                         timeout: int = DETACH_TIMEOUT) -> None:
+        """Remove the NIC with `mac`; a running guest must release it within `timeout` s."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        mac = mac.lower()
+        iface = next((i for i in domain.devices_of(Interface) if (i.mac or "").lower() == mac),
+                     None)
+        if iface is None:
+            raise InvalidParameter(f"NIC {mac}: the guest has no NIC with this MAC")
+        xml = iface.to_xml()
+
+        def call(action, fn):
+            return self._with_domain(instance.name, action, fn)
+        if self._is_live(instance.name):
+            hotplug.detach_live(call, lambda fn: self._call("watch", instance.name, fn),
+                                instance.name, xml, lambda live: all(
+                                    (i.mac or "").lower() != mac
+                                    for i in live.devices_of(Interface)),
+                                f"NIC {mac}", timeout)
+        call("detach a NIC from",
+             lambda dom: dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    def _is_live(self, name: str) -> bool:
+        return self._state(name) in (PowerState.RUNNING, PowerState.PAUSED)
 
     def migrate(self, instance: Instance, dest: str, live: bool = True) -> None:
         """Peer-to-peer (live) migration to the libvirt URI `dest`.

@@ -29,7 +29,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from virt.errors import HypervisorError
+from virt.errors import HypervisorError, Timeout
 from virt.images import Progress
 
 LOG = logging.getLogger(__name__)
@@ -43,7 +43,12 @@ CRASH_CONSISTENT = "crash"
 FILESYSTEM_CONSISTENT = "filesystem"
 AGENT_TIMEOUT = 5  # seconds the guest agent may take to freeze or thaw
 POLL_INTERVAL = 0.05
+ABORT_TIMEOUT = 30  # seconds an aborted job may take to end
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
+
+
+class JobStillActive(Timeout):
+    """An aborted backup job still runs: its marker must outlive this call."""
 
 
 def backup_xml(root_target: str, target_file: str, other_targets: list[str]) -> str:
@@ -165,7 +170,20 @@ def abort_backup(call: DomainCall, root_target: str, target_file: str) -> bool:
                 return False  # it ended meanwhile
             raise
         return True
-    return call("abort the backup of", abort)
+    if not call("abort the backup of", abort):
+        return False
+    _wait_until_no_job(call)  # an abort is a request: the job winds down after it
+    return True
+
+
+def _wait_until_no_job(call: DomainCall) -> None:
+    deadline = time.monotonic() + ABORT_TIMEOUT
+    while call("follow the backup of", lambda dom: dom.jobStats()).get(
+            "type", libvirt.VIR_DOMAIN_JOB_NONE) != libvirt.VIR_DOMAIN_JOB_NONE:
+        if time.monotonic() > deadline:
+            raise JobStillActive(f"the aborted backup job did not end within {ABORT_TIMEOUT}s: "
+                          "run virt-driver cleanup later to abort it again")
+        time.sleep(POLL_INTERVAL)
 
 
 def undo_dead_backup(call: DomainCall, marker: dict) -> None:

@@ -7,26 +7,25 @@ copied privately and inspected like any untrusted image first, so the
 guest never opens a path someone else controls. The copy belongs to the
 instance (destroy removes it with the directory).
 
-Detaching a running guest's disk needs the guest's consent: libvirt asks,
-the guest releases the device, QEMU reports it gone (the device-removed
-event). detach() waits for that, bounded; a guest that does not let go
-keeps the disk, in its definition too, and the caller hears so.
+Detaching a running guest's disk needs the guest's consent (see
+backends/libvirt/hotplug.py); a guest that does not let go keeps the disk,
+in its definition too, and the caller hears so.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
 import libvirt
 
+from backends.libvirt import hotplug
 from virt import disk as diskpolicy
 from virt import images
 from virt.domain import Disk, Domain
-from virt.errors import InvalidParameter, Timeout
+from virt.errors import InvalidParameter
 from virt.fileutils import private_copy, remove_quietly
 
 T = TypeVar("T")
@@ -34,7 +33,6 @@ DomainCall = Callable[[str, Callable[[libvirt.virDomain], T]], T]
 
 PREFIX = "volume-"
 VOLUME_FORMATS = ("raw", "qcow2")
-LIVE_CHECK_INTERVAL = 0.5  # also look at the live definition: the event may come first
 
 
 def volume_file(instance_dir: str) -> str:
@@ -102,32 +100,8 @@ def detach(call: DomainCall, conn_call, name: str, disk: Disk, live: bool,
 
 def _detach_live(call: DomainCall, conn_call, name: str, target: str, xml: str,
                  timeout: float) -> None:
-    removed = threading.Event()
-
-    def on_removed(_conn, dom, _alias, _opaque):
-        if dom.name() == name:
-            removed.set()
-
-    callback = conn_call(lambda conn: conn.domainEventRegisterAny(
-        None, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None))
-    try:
-        call("detach a volume from",
-             lambda dom: dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE))
-        waited = 0.0
-        while not _gone_live(call, target):
-            if waited >= timeout:
-                raise Timeout(f"the guest {name} did not release {target} within {timeout:.0f}s "
-                              "(it may be in use or the guest paused): the volume stays "
-                              "attached; unmount it in the guest and detach again")
-            removed.wait(LIVE_CHECK_INTERVAL)
-            waited += LIVE_CHECK_INTERVAL
-    finally:
-        conn_call(lambda conn: conn.domainEventDeregisterAny(callback))
-
-
-def _gone_live(call: DomainCall, target: str) -> bool:
-    live = Domain.from_xml(call("read the live definition of", lambda dom: dom.XMLDesc(0)))
-    return all(d.target_dev != target for d in live.devices_of(Disk))
+    hotplug.detach_live(call, conn_call, name, xml, lambda live: all(
+        d.target_dev != target for d in live.devices_of(Disk)), target, timeout)
 
 
 def attached_volume(domain: Domain, instance_dir: str, target: str) -> Disk:

@@ -1,8 +1,9 @@
-"""Volumes on the demo guest: hot attach the guest's kernel sees, detach it lets go of.
+"""Volumes and NICs on the demo guest: hot attach it sees, detach it lets go of.
 
 The waiting demo guest reports a disk added ("VIRT-DEMO disk=vdb bytes=N"),
 writes its marker to it ("marker written to vdb") and reports one removed
-("gone=vdb"); a cold-attached disk is in its boot report.
+("gone=vdb"), and NICs likewise ("mac=...", "gone=..."); a cold-attached
+disk is in its boot report.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def test_a_file_is_inspected_and_a_cold_attach_is_in_the_boot_report(
     assert leftovers == []
 
 
-def test_cli_attaches_and_detaches_a_volume(driver, demo_guest, tmp_path, capsys):
+def test_cli_attaches_and_detaches_a_volume_and_a_nic(driver, demo_guest, tmp_path, capsys):
     instance, console = _guest(driver, demo_guest, "cli")
     config = tmp_path / "cli.conf"
     config.write_text(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {driver.conf.state_path}\n"
@@ -146,3 +147,26 @@ def test_cli_attaches_and_detaches_a_volume(driver, demo_guest, tmp_path, capsys
     wait_for_console(console, "gone=vdb")
     assert main([*cli, "detach", instance.name, "vda"]) == 1
     assert "root disk" in capsys.readouterr().err
+    nic = ["--config-file", str(config), "nic"]
+    assert main([*nic, "attach", instance.name, "user,mac=52:54:00:10:15:43"]) == 0
+    wait_for_console(console, "mac=52:54:00:10:15:43")
+    assert main([*nic, "detach", instance.name, "52:54:00:10:15:43"]) == 0
+    assert "detached NIC 52:54:00:10:15:43" in capsys.readouterr().out
+    wait_for_console(console, "gone=52:54:00:10:15:43")
+
+
+def test_a_nic_hot_attached_is_seen_and_detach_waits_for_the_guest(driver, demo_guest):
+    instance, console = _guest(driver, demo_guest, "nic")
+    mac = "52:54:00:10:15:42"
+    driver.attach_interface(instance, NIC(mac=mac))
+    wait_for_console(console, f"mac={mac}")
+    with pytest.raises(InvalidParameter, match="already"):
+        driver.attach_interface(instance, NIC(mac=mac))
+    driver.pause(instance)
+    with pytest.raises(Timeout, match=f"did not release NIC {mac} within 2s"):
+        driver.detach_interface(instance, mac, timeout=2)
+    driver.unpause(instance)
+    driver.detach_interface(instance, mac)
+    wait_for_console(console, f"gone={mac}")
+    assert driver.get_instance(instance.name).nics == (NIC(mac="52:54:00:10:15:02",
+                                                           model="virtio"),)
