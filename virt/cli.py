@@ -172,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("file")
 
+    volume = sub.add_parser("volume", help="attach or detach an instance's volumes")
+    vsub = volume.add_subparsers(dest="volume_command", required=True, metavar="ACTION")
+    p = vsub.add_parser("attach", help="attach a copy of a store image or of a file")
+    p.add_argument("name")
+    p.add_argument("volume", help="an image in the store, or the absolute path of a file")
+    p.add_argument("--device", help="target name, e.g. vdc (default: the next free one)")
+    p.add_argument("--format", dest="fmt", choices=["raw", "qcow2"],
+                   help="the file's format (never guessed); not for store images")
+    p = vsub.add_parser("detach", help="detach a volume; waits for the guest to release it")
+    p.add_argument("name")
+    p.add_argument("device")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds the guest may take to release the disk")
+
+    nic = sub.add_parser("nic", help="attach or detach an instance's NICs")
+    nsub = nic.add_subparsers(dest="nic_command", required=True, metavar="ACTION")
+    p = nsub.add_parser("attach", help="add a NIC, live and persistent")
+    p.add_argument("name")
+    p.add_argument("nic", help="as boot's --nic: bridge=BR,mac=M | network=NET,... | user,...")
+    p = nsub.add_parser("detach", help="remove a NIC; waits for the guest to release it")
+    p.add_argument("name")
+    p.add_argument("mac")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds the guest may take to release the NIC")
+
     p = sub.add_parser("boot", help="create and start an instance")
     p.add_argument("name")
     p.add_argument("--image", required=True)
@@ -266,6 +291,8 @@ class Commands:
         command = self.args.command
         if command == "image":
             command = f"image_{self.args.image_command.replace('-', '_')}"
+        if command in ("volume", "nic"):
+            command = f"{command}_{getattr(self.args, command + '_command')}"
         getattr(self, "do_" + command.replace("-", "_"))()
 
     # images
@@ -414,7 +441,33 @@ class Commands:
         compress = a.compress or (a.fmt == "qcow2" and self.conf.images.snapshot_compression)
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
-        self.out.done(f"saved {a.name}'s disk as image {a.image_name}", image=a.image_name)
+        consistency = self.store().get(a.image_name).properties.get("consistency")
+        note = {"crash": " (crash-consistent: no guest agent froze its file systems)",
+                "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
+        self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
+                      image=a.image_name, consistency=consistency)
+
+    def do_volume_attach(self) -> None:
+        a = self.args
+        target = self.driver.attach_volume(self._get(), a.volume, device=a.device, fmt=a.fmt)
+        self.out.done(f"attached {a.volume} to {a.name} as {target}", name=a.name,
+                      device=target)
+
+    def do_volume_detach(self) -> None:
+        a = self.args
+        self.driver.detach_volume(self._get(), a.device, timeout=a.timeout)
+        self.out.done(f"detached {a.device} from {a.name}", name=a.name, device=a.device)
+
+    def do_nic_attach(self) -> None:
+        nic = parse_nic(self.args.nic)
+        self.driver.attach_interface(self._get(), nic)
+        self.out.done(f"attached NIC {nic.mac} to {self.args.name}", name=self.args.name,
+                      mac=nic.mac)
+
+    def do_nic_detach(self) -> None:
+        a = self.args
+        self.driver.detach_interface(self._get(), a.mac, timeout=a.timeout)
+        self.out.done(f"detached NIC {a.mac} from {a.name}", name=a.name, mac=a.mac)
 
     def do_migrate(self) -> None:
         a = self.args

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 from virt import recovery
-from virt.errors import BackendUnavailable, InvalidParameter
+from virt.errors import BackendUnavailable, InvalidParameter, NotSupported
 from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
 from virt.validation import (
     check_block_devices,
@@ -26,9 +26,11 @@ from virt.validation import (
     check_image_name,
     check_instance,
     check_instance_name,
+    check_nic,
     check_nics,
     check_optional_callable,
     check_optional_int,
+    check_optional_text,
     check_text,
 )
 
@@ -46,8 +48,12 @@ ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
     "block_devices": check_block_devices,
     "host": check_text,
     "dest": check_text,
-    "dest_instances_path": lambda value, field: None if value is None else check_text(value, field),
-    "fmt": check_text,
+    "dest_instances_path": check_optional_text,
+    "fmt": check_optional_text,
+    "volume": check_text,
+    "nic": check_nic,
+    "mac": check_text,
+    "device": check_optional_text,
     "destroy_disks": check_bool,
     "hard": check_bool,
     "live": check_bool,
@@ -196,6 +202,24 @@ class ComputeDriver(abc.ABC):
         its job statistics), or None.
         """
 
+    def attach_volume(self, instance: Instance, volume: str, device: str | None = None,
+                      fmt: str | None = None) -> str:
+        """Attach a copy of a store image or of a file (fmt given), live and persistent;
+        the target name it got."""
+        raise NotSupported(f"backend {self.name}: volumes cannot be attached here")
+
+    def detach_volume(self, instance: Instance, device: str, timeout: int = 30) -> None:
+        """Detach a volume attach_volume added, waiting up to `timeout` s for the guest."""
+        raise NotSupported(f"backend {self.name}: volumes cannot be detached here")
+
+    def attach_interface(self, instance: Instance, nic: NIC) -> None:
+        """Add a NIC, live and persistent."""
+        raise NotSupported(f"backend {self.name}: NICs cannot be attached here")
+
+    def detach_interface(self, instance: Instance, mac: str, timeout: int = 30) -> None:
+        """Remove the NIC with `mac`, waiting up to `timeout` s for the guest."""
+        raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
+
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         """callback(instance_name, event) with event one of PowerState values."""
@@ -204,7 +228,8 @@ class ComputeDriver(abc.ABC):
 # The public methods a compute manager calls; each backend's are checked.
 CONTRACT_METHODS = tuple(
     name for name, member in vars(ComputeDriver).items()
-    if getattr(member, "__isabstractmethod__", False))
+    if getattr(member, "__isabstractmethod__", False)) + (
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface")
 
 
 class _InstalledBackends:

@@ -76,3 +76,7 @@ class Timeout(VirtError):
 
 class MigrationFailed(HypervisorError):
     """A migration failed or was stopped; the guest still runs on the source."""
+
+
+class NotSupported(VirtError):
+    """The backend cannot do this operation."""

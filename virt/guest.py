@@ -150,6 +150,15 @@ def _check_disk(index: int, device: BlockDevice) -> None:
         diskpolicy.bus_policy(device.bus)
 
 
+def interface_for(nic: NIC, virt_type: str) -> Interface:
+    """The <interface> of one NIC, as build_domain makes it (for a hot-plugged NIC)."""
+    return _interface(0, nic, _default_nic_model(virt_type))
+
+
+def _default_nic_model(virt_type: str) -> str | None:
+    return "virtio" if virt_type in ("kvm", "qemu") else None
+
+
 def _interface(index: int, nic: NIC, default_model: str | None) -> Interface:
     field = f"nics[{index}]"
     mac = check_mac(nic.mac, f"{field}.mac")
@@ -314,7 +323,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
 
     os_ = _os(shape, params, arch, machine)
     # KVM guests get paravirtual NICs; Xen picks netfront (PV) or its emulated default.
-    default_model = "virtio" if virt_type in ("kvm", "qemu") else None
+    default_model = _default_nic_model(virt_type)
     interfaces = [_interface(i, nic, default_model) for i, nic in enumerate(nics)]
     disk_elements = _disks(shape, devices, params, hypervisor_version, machine, probe)
     consoles = _consoles(shape, console_log)

@@ -32,11 +32,11 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import migration, pending
+from backends.libvirt import hotplug, livesnapshot, migration, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images
 from virt.bootfiles import resolve_boot_files
-from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
+from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata, Interface
 from virt.driver import ComputeDriver
 from virt.errors import (
     HypervisorError,
@@ -49,8 +49,8 @@ from virt.errors import (
     Timeout,
     VirtError,
 )
-from virt.fileutils import filesystem_usage_gb, remove_quietly
-from virt.guest import build_domain, instance_from_domain
+from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
+from virt.guest import build_domain, instance_from_domain, interface_for
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
@@ -69,6 +69,7 @@ CONSOLE_LOG = "console.log"
 START_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 SNAPSHOT_FORMATS = ("qcow2", "raw")
+DETACH_TIMEOUT = 30  # seconds a guest may take to release a detached disk
 
 UNDEFINE_FLAGS = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                   | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
@@ -187,7 +188,8 @@ class LibvirtDriver(ComputeDriver):
         self.reclaim()
 
     def undo_handlers(self) -> dict[str, Callable[[dict], None]]:
-        return {"spawn": self._undo_dead_spawn}
+        return {"spawn": self._undo_dead_spawn,
+                livesnapshot.MARKER_KIND: self._undo_dead_live_snapshot}
 
     def _undo_dead_spawn(self, marker: dict) -> None:
         """A spawn killed midway: the domain it defined (same uuid) and its directory go."""
@@ -197,6 +199,13 @@ class LibvirtDriver(ComputeDriver):
                 self._hard_stop(name)
                 self._undefine(name)
         remove_quietly(os.path.join(self.conf.instances_path, uuid))
+
+    def _undo_dead_live_snapshot(self, marker: dict) -> None:
+        """A live snapshot killed midway: its backup job aborted, the guest thawed."""
+        name = check_instance_name(marker["name"])
+        with contextlib.suppress(InstanceNotFound):
+            livesnapshot.undo_dead_backup(
+                lambda action, fn: self._with_domain(name, action, fn), marker)
 
     def close(self) -> None:
         """Close the libvirt connection; the next call would open a new one."""
@@ -255,13 +264,11 @@ class LibvirtDriver(ComputeDriver):
         return False
 
     def _owned_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
-        """The domain `name` if this driver owns it, a killed snapshot's pause undone."""
+        """The domain `name` if this driver owns it."""
         dom = conn.lookupByName(name)
         meta = _metadata(dom)
         if not self._owns(meta):
             raise _not_found(name)
-        if _is_uuid(meta.instance_uuid):
-            pending.finish_killed_snapshot(os.path.join(self.owner, meta.instance_uuid), dom)
         return dom
 
     def _hears(self, name: str) -> bool:
@@ -574,10 +581,9 @@ class LibvirtDriver(ComputeDriver):
                  compress: bool = False, progress: Progress | None = None) -> None:
         """Copy the root disk, with its whole chain, into the store as a new image.
 
-        A running or paused guest is managed-saved for the copy (QEMU holds a
-        write lock on its disks) and restored afterwards in the same state;
-        if this process dies meanwhile, the next call on the instance restores
-        it (see backends/libvirt/pending.py).
+        A running or paused guest is copied live and stays as it is (see
+        backends/libvirt/livesnapshot.py); the image's `consistency`
+        property says whether its file systems were frozen for the copy.
         """
         self._check_name(instance)
         check_image_name(image_name, "snapshot image name")
@@ -587,35 +593,141 @@ class LibvirtDriver(ComputeDriver):
             raise InvalidParameter("compress: only qcow2 snapshots can be compressed")
         self.store.refuse_existing(image_name)
         domain = self._definition(instance.name)
-        root = next((d for d in domain.devices_of(Disk) if d.device == "disk" and d.source),
-                    None)
+        disks = [d for d in domain.devices_of(Disk) if d.target_dev]
+        root = next((d for d in disks if d.device == "disk" and d.source), None)
         if root is None:
             raise InvalidState(f"instance {instance.name!r} has no root disk to snapshot")
-        state = self._state(instance.name)
-        if state not in (PowerState.RUNNING, PowerState.PAUSED):
-            self._export(root, image_name, fmt, compress, domain.os.arch, progress)
+        properties = {"arch": domain.os.arch} if domain.os.arch else {}
+        if self._state(instance.name) not in (PowerState.RUNNING, PowerState.PAUSED):
+            self._export(root.source, root.driver_type or "raw", image_name, fmt, compress,
+                         properties, progress)
             return
-        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
-        with pending.pending_snapshot(directory, state.value):
-            self._with_domain(instance.name, "save", lambda dom: dom.managedSave())
-            try:
-                self._export(root, image_name, fmt, compress, domain.os.arch, progress)
-            finally:
-                self._with_domain(instance.name, "restore", lambda dom: dom.create())
-                # QEMU restores a paused guest paused; not every driver does.
-                if state is PowerState.PAUSED \
-                        and self._state(instance.name) is PowerState.RUNNING:
-                    self._with_domain(instance.name, "pause", lambda dom: dom.suspend())
+        others = [d.target_dev for d in disks if d is not root]
+        self._live_snapshot(instance.name, root.target_dev, others, image_name, fmt, compress,
+                            properties, progress)
 
-    def _export(self, root: Disk, image_name: str, fmt: str, compress: bool,
-                arch: str | None, progress: Progress | None) -> None:
-        filename = f"{image_name}.img"
+    def _live_snapshot(self, name: str, root: str, others: list[str], image_name: str,
+                       fmt: str, compress: bool, properties: dict[str, str],
+                       progress: Progress | None) -> None:
+        def call(action, fn):
+            return self._with_domain(name, action, fn)
         with self.store.staging("snapshot-" + image_name) as staging:
-            target = os.path.join(staging, filename)
-            images.extract_snapshot(root.source, root.driver_type or "raw", target, fmt,
+            copy = os.path.join(staging, "live-copy.qcow2")
+            # If this process dies while the job may run, a reclaim aborts it.
+            marker = OperationMarker(self.conf.instances_path, livesnapshot.MARKER_KIND,
+                                     name=name, disk=root, target=copy)
+            try:
+                consistency = livesnapshot.copy_disk(call, root, copy, others, progress)
+            except livesnapshot.JobStillActive:
+                raise  # the marker stays: a reclaim after this process aborts the job again
+            except BaseException:
+                marker.release()
+                raise
+            marker.release()
+            if consistency == livesnapshot.CRASH_CONSISTENT:
+                LOG.warning("%s: no guest agent froze its file systems: snapshot %s is "
+                            "crash-consistent", name, image_name)
+            properties = {**properties, "consistency": consistency}
+            if fmt == "qcow2" and not compress:
+                self._publish(image_name, staging, copy, fmt, properties)
+            else:
+                self._export(copy, "qcow2", image_name, fmt, compress, properties, None)
+
+    def _export(self, source: str, source_fmt: str, image_name: str, fmt: str, compress: bool,
+                properties: dict[str, str], progress: Progress | None) -> None:
+        with self.store.staging("snapshot-" + image_name) as staging:
+            target = os.path.join(staging, f"{image_name}.img")
+            images.extract_snapshot(source, source_fmt, target, fmt,
                                     compress=compress, progress=progress)
-            self.store.publish(image_name, staging, fmt, images.get_disk_size(target, fmt),
-                               {"arch": arch} if arch else {}, [filename])
+            self._publish(image_name, staging, target, fmt, properties)
+
+    def _publish(self, image_name: str, staging: str, path: str, fmt: str,
+                 properties: dict[str, str]) -> None:
+        filename = f"{image_name}.img"
+        if os.path.basename(path) != filename:
+            os.rename(path, os.path.join(staging, filename))
+        self.store.publish(image_name, staging, fmt,
+                           images.get_disk_size(os.path.join(staging, filename), fmt),
+                           properties, [filename])
+
+    # -- volumes (see backends/libvirt/volumes.py) ---------------------------
+
+    def attach_volume(self, instance: Instance, volume: str, device: str | None = None,
+                      fmt: str | None = None) -> str:
+        """Attach a copy of `volume` (store image name, or file path with fmt); its target."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        target = volumes.free_target(domain, "virtio", device)
+        path = volumes.volume_file(directory)
+        live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        with held_staging_dir(directory, "volume-" + target) as staging:
+            try:
+                copy = volumes.make_copy(self.store, volume, fmt, staging)
+            except OSError as e:
+                raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
+            try:
+                os.link(copy, path)  # never over another attach's copy
+            except FileExistsError:
+                raise VirtError(f"{path} exists: name collision, try again") from None
+        try:
+            volumes.attach(lambda action, fn: self._with_domain(instance.name, action, fn),
+                           volumes.disk_for(path, target, "virtio"), live)
+        except BaseException:
+            remove_quietly(path)
+            raise
+        return target
+
+    def detach_volume(self, instance: Instance, device: str,
+                      timeout: int = DETACH_TIMEOUT) -> None:
+        """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        disk = volumes.attached_volume(domain, directory, device)
+        live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
+                       lambda fn: self._call("watch", instance.name, fn),
+                       instance.name, disk, live, timeout)
+        remove_quietly(disk.source)
+
+    def attach_interface(self, instance: Instance, nic: NIC) -> None:
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        mac = nic.mac.lower()
+        if any((i.mac or "").lower() == mac for i in domain.devices_of(Interface)):
+            raise InvalidParameter(f"NIC {nic.mac}: the guest has a NIC with this MAC already")
+        xml = interface_for(nic, self.conf.virt_type).to_xml()
+        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (
+            libvirt.VIR_DOMAIN_AFFECT_LIVE if self._is_live(instance.name) else 0)
+        self._with_domain(instance.name, "attach a NIC to",
+                          lambda dom: dom.attachDeviceFlags(xml, flags))
+
+    def detach_interface(self, instance: Instance, mac: str,
+                         timeout: int = DETACH_TIMEOUT) -> None:
+        """Remove the NIC with `mac`; a running guest must release it within `timeout` s."""
+        self._check_name(instance)
+        domain = self._definition(instance.name)
+        mac = mac.lower()
+        iface = next((i for i in domain.devices_of(Interface) if (i.mac or "").lower() == mac),
+                     None)
+        if iface is None:
+            raise InvalidParameter(f"NIC {mac}: the guest has no NIC with this MAC")
+        xml = iface.to_xml()
+
+        def call(action, fn):
+            return self._with_domain(instance.name, action, fn)
+        if self._is_live(instance.name):
+            hotplug.detach_live(call, lambda fn: self._call("watch", instance.name, fn),
+                                instance.name, xml, lambda live: all(
+                                    (i.mac or "").lower() != mac
+                                    for i in live.devices_of(Interface)),
+                                f"NIC {mac}", timeout)
+        call("detach a NIC from",
+             lambda dom: dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    def _is_live(self, name: str) -> bool:
+        return self._state(name) in (PowerState.RUNNING, PowerState.PAUSED)
 
     def migrate(self, instance: Instance, dest: str, live: bool = True,
                 progress: Progress | None = None,

@@ -82,6 +82,11 @@ ARGUMENTS = {
     "live": st.one_of(st.booleans(), junk), "compress": st.one_of(st.booleans(), junk),
     "timeout": st.one_of(st.none(), st.integers(), junk),
     "progress": st.one_of(st.none(), junk), "callback": st.one_of(st.just(print), junk),
+    # no host path: a volume file is copied, and the test must not read the host's files
+    "volume": st.one_of(st.just("tiny"), texts.filter(lambda t: not t.startswith("/")), junk),
+    "device": st.one_of(st.none(), st.just("vdb"), texts, junk),
+    "nic": st.one_of(nic, junk),
+    "mac": st.one_of(st.just("52:54:00:00:00:09"), texts, junk),
 }
 
 
