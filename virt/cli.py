@@ -21,7 +21,8 @@ from dataclasses import asdict, is_dataclass
 
 from oslo_config import cfg
 
-from virt import images
+from virt import images, seed
+from virt.cli_seed import add_seed_arguments, seed_from_args
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
 from virt.errors import InstanceNotFound, InvalidConfig, VirtError
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hypervisor parameter, e.g. boot_order=cd")
     p.add_argument("--print-config", action="store_true",
                    help="print the document the backend would use and create nothing")
+    add_seed_arguments(p)
 
     p = sub.add_parser("list", help="list instances")
     p.add_argument("--all", action="store_true", help="include stopped instances")
@@ -306,12 +308,17 @@ class Commands:
         return Instance(name=a.name, image=a.image,
                         flavor=Flavor(memory_mb=a.memory, vcpus=a.vcpus, root_gb=a.disk_gb),
                         kind=GuestKind(a.guest), params=params,
-                        nics=tuple(parse_nic(n) for n in a.nic))
+                        nics=tuple(parse_nic(n) for n in a.nic), seed=seed_from_args(a))
 
     def do_boot(self) -> None:
         instance = self._instance_from_args()
         if self.args.print_config:
             print(self.driver.describe_spawn(instance, instance.image, instance.nics), end="")
+            seed_plan = seed.plan(instance, instance.nics)
+            for path, content in ({} if seed_plan is None else seed_plan.files()).items():
+                text = content.decode()
+                print(f"--- seed {seed_plan.label}:{path}\n{text}",
+                      end="" if text.endswith("\n") else "\n")
             return
         started = time.monotonic()
         self.driver.spawn(instance, instance.image, instance.nics)
