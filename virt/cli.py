@@ -354,6 +354,11 @@ class Commands:
                 "cpu_time_s": round(info.cpu_time_ns / 1e9, 2), "id": info.id,
                 "nics": ", ".join(n.mac for n in instance.nics) or None,
                 "console": " ".join(self.driver.get_console_command(instance))}
+        reach = self.driver.get_addresses(instance)
+        data["agent"] = "answers" if reach.agent_answers else "does not answer"
+        data["addresses"] = ", ".join(
+            f"{address} ({mac})" for mac, address in reach.addresses) or None
+        data["addresses_from"] = reach.source
         self.out.result({**data, "instance": instance, "info": info},
                         lambda: print_fields(data))
 

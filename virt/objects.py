@@ -96,6 +96,19 @@ class InstanceInfo:
 
 
 @dataclass(frozen=True)
+class GuestAddresses:
+    """Where a guest can be reached, and whether its guest agent answered.
+
+    source: who told the addresses (agent, lease or arp), None when nobody
+    did. addresses: (MAC, ADDRESS/PREFIX) pairs, loopback left out.
+    """
+
+    agent_answers: bool
+    source: str | None = None
+    addresses: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class HostInfo:
     """Host facts in the xm-info vocabulary (memory in MiB)."""
 

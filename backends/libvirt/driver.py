@@ -32,7 +32,7 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import pending
+from backends.libvirt import guestinfo, pending
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import images, seed
 from virt.bootfiles import resolve_boot_files
@@ -54,7 +54,15 @@ from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
-from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
+from virt.objects import (
+    NIC,
+    BlockDevice,
+    GuestAddresses,
+    HostInfo,
+    Instance,
+    InstanceInfo,
+    PowerState,
+)
 from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
 
@@ -588,6 +596,11 @@ class LibvirtDriver(ComputeDriver):
     def get_console_command(self, instance: Instance) -> list[str]:
         self._check_name(instance)
         return ["virsh", "-c", self.uri, "console", instance.name]
+
+    def get_addresses(self, instance: Instance) -> GuestAddresses:
+        self._check_name(instance)
+        return self._with_domain(instance.name, "read the addresses of",
+                                 guestinfo.read_addresses)
 
     # -- images and migration -----------------------------------------------
 

@@ -1,5 +1,6 @@
 """Seeds with real guests: the demo guest sees the seed as a read-only virtio disk of
-the ISO's size, through a hard reboot; destroy leaves nothing. The xm backend writes
+the ISO's size, through a hard reboot; destroy leaves nothing. Its agent channel is
+there and, the busybox guest running no agent, reported as not answering. The xm backend writes
 the seed disk line that Xen's own parser reads read-only, and rebuilds it too.
 
 One demo guest per format; each boot costs about 2 s under TCG.
@@ -7,6 +8,7 @@ One demo guest per format; each boot costs about 2 s under TCG.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -16,11 +18,13 @@ from backends.libvirt.driver import LibvirtDriver
 from tests import libxlutil
 from tests.functional.conftest import DEMO_GUEST_DIR, wait_for_console
 from tests.functional.test_xm_driver import Env
+from tests.unit.test_cli import run_cli
 from virt import seed
 from virt.conf import make_conf
+from virt.domain import Channel, Domain
 from virt.errors import InvalidParameter
 from virt.imagestore import LocalImageStore
-from virt.objects import NIC, Flavor, GuestKind, Instance, SeedConfig
+from virt.objects import NIC, Flavor, GuestAddresses, GuestKind, Instance, SeedConfig
 
 MAC = "52:54:00:5e:ed:21"
 
@@ -49,6 +53,16 @@ def driver(tmp_path, libvirt_daemons, demo_guest):
     driver.close()
 
 
+def _cli_config(driver) -> str:
+    """A config file for the CLI that names what the driver's conf names."""
+    path = os.path.join(driver.conf.state_path, "cli.conf")
+    with open(path, "w") as f:
+        f.write(f"[DEFAULT]\nstate_path = {driver.conf.state_path}\nvirt_type = qemu\n"
+                f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
+                f"[libvirt]\nconnection_uri = {driver.conf.libvirt.connection_uri}\n")
+    return path
+
+
 def _disk_lines(lines):
     return {line.split()[0]: line for line in lines if line.startswith("disk=")}
 
@@ -73,6 +87,17 @@ def test_the_guest_sees_the_seed_through_a_hard_reboot_and_destroy_removes_it(
     assert ("ds=nocloud" in cmdline) == (fmt == "nocloud")
     assert subprocess.run(["blkid", "-o", "value", "-s", "LABEL", iso], capture_output=True,
                           text=True, check=True).stdout.strip() == label
+    # The busybox guest runs no agent: the channel is there, nobody answers on it.
+    live = Domain.from_xml(driver._with_domain(instance.name, "read", lambda d: d.XMLDesc(0)))
+    (channel,) = live.devices_of(Channel)
+    assert (channel.target_name, channel.target_state) == \
+        ("org.qemu.guest_agent.0", "disconnected")
+    assert driver.get_addresses(instance) == GuestAddresses(agent_answers=False)
+    code, out, err = run_cli(_cli_config(driver), "--json", "show", instance.name)
+    assert (code, err) == (0, "")
+    shown = json.loads(out)
+    assert (shown["agent"], shown["addresses"], shown["addresses_from"]) == \
+        ("does not answer", None, None)
 
     os.remove(iso)  # lost while the guest ran: the hard reboot builds it again
     driver.reboot(instance, hard=True)
@@ -105,6 +130,7 @@ def test_xm_attaches_the_seed_read_only_rebuilds_it_and_destroy_removes_it(xm_en
     assert disks[1].format == "raw"
     assert seed.read_record(env.driver.instance_dir(inst)).format == "configdrive"
 
+    assert env.driver.get_addresses(inst) == GuestAddresses(agent_answers=False)
     os.remove(seed_path)
     env.driver.reboot(inst, hard=True)
     assert os.path.isfile(seed_path)

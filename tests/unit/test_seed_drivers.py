@@ -1,5 +1,6 @@
 """Seeds through LibvirtDriver (test:///default) and the CLI: attached read-only, refused
-input before anything exists, rebuilt on hard reboot, gone with the instance.
+input before anything exists, rebuilt on hard reboot, gone with the instance. The
+guest agent channel and the addresses it reports.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import pytest
 from backends.libvirt.driver import LibvirtDriver
 from virt import images, seed
 from virt.conf import make_conf
-from virt.domain import Disk, Domain
+from virt.domain import Channel, Disk, Domain
 from virt.errors import InvalidParameter, SpawnError
 from virt.imagestore import LocalImageStore
-from virt.objects import NIC, Flavor, Instance, SeedConfig
+from virt.objects import NIC, Flavor, GuestAddresses, Instance, SeedConfig
 
 from .test_cli import run_cli
 
@@ -153,3 +154,17 @@ def test_cli_print_config_shows_the_seed_disk_and_files(tmp_path, public_key):
     code, _out, err = run_cli(str(config), *base, "--hostname", "bad_host")
     assert code == 1 and "seed hostname 'bad_host'" in err
     assert not os.path.exists(tmp_path / "state" / "instances")
+
+
+def test_every_guest_has_the_agent_channel_and_addresses_come_from_the_agent(driver):
+    instance = Instance(name="agent-unit", image="tiny", nics=(NIC(mac=MAC),))
+    driver.spawn(instance, "tiny")
+    (channel,) = _defined(instance.name).devices_of(Channel)
+    assert (channel.type, channel.target_type, channel.target_name) == \
+        ("unix", "virtio", "org.qemu.guest_agent.0")
+    # libvirt's test driver answers every source as an agent would
+    assert driver.get_addresses(instance) == GuestAddresses(
+        agent_answers=True, source="agent",
+        addresses=((MAC, "192.168.0.1/24"),))
+    with pytest.raises(InvalidParameter, match="instance name"):
+        driver.get_addresses(Instance(name="../x"))
