@@ -32,9 +32,9 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import guestinfo, pending
+from backends.libvirt import guestinfo, pending, usernet
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
-from virt import images, seed
+from virt import forwards, images, seed
 from virt.bootfiles import resolve_boot_files
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata
 from virt.driver import ComputeDriver
@@ -408,11 +408,16 @@ class LibvirtDriver(ComputeDriver):
             params = _with_kernel_hint(params, seed_plan.kernel_hint())
         instance = dataclasses.replace(instance, params=resolve_host_programs(
             params, allowed_programs(self.conf)))
+        forwarded = forwards.read_param(instance.params)
+        if forwarded is not None and self.virt_type == "xen":
+            raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
+                                   "networking; use a bridge")
+        nics = usernet.other_nics(nics, forwarded)
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
                               console_log=os.path.join(directory, CONSOLE_LOG), owner=self.owner)
-        return domain.to_xml()
+        return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
 
     def _make_disks(self, directory: str, image_id: str, instance: Instance,
                     undo: _Undo) -> None:

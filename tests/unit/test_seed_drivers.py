@@ -168,3 +168,29 @@ def test_every_guest_has_the_agent_channel_and_addresses_come_from_the_agent(dri
         addresses=((MAC, "192.168.0.1/24"),))
     with pytest.raises(InvalidParameter, match="instance name"):
         driver.get_addresses(Instance(name="../x"))
+
+
+def test_cli_forwards_reach_the_qemu_command_line_on_loopback_only(tmp_path):
+    config = tmp_path / "virt-driver.conf"
+    config.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\nvirt_type = qemu\n")
+    raw = tmp_path / "disk.raw"
+    images.create_image("raw", str(raw), "4M")
+    assert run_cli(str(config), "image", "import", "img", str(raw), "--format", "raw")[0] == 0
+    base = ["--backend", "libvirt", "--connection-uri", TEST_URI, "boot", "vm1",
+            "--image", "img", "--print-config"]
+    code, out, err = run_cli(str(config), *base,
+                             "--nic", f"user,mac={MAC},forward=2222:22+8080:80")
+    assert (code, err) == (0, "")
+    assert ('<qemu:arg value="user,id=vdfwd0,hostfwd=tcp:127.0.0.1:2222-:22,'
+            'hostfwd=tcp:127.0.0.1:8080-:80"/>') in out
+    assert f"mac={MAC}" in out and "<interface" not in out
+    for forward in ("0.0.0.0:2222:22", "[::]:2222:22", "10.0.0.1:2222:22"):
+        code, out, err = run_cli(str(config), *base, "--nic", f"user,mac={MAC},forward={forward}")
+        assert code == 1 and out == "" and "forwards listen on 127.0.0.1 only" in err
+    code, _out, err = run_cli(str(config), *base, "--nic", "user,forward=22:22",
+                              "--nic", "user,forward=23:22")
+    assert code == 2 and "forwards on one user NIC only" in err
+    code, _out, err = run_cli(str(config), *base,
+                              "--nic", f"bridge=br0,mac={MAC},forward=2222:22")
+    assert code == 1 and "only a user NIC can forward ports" in err
+    assert not os.path.exists(tmp_path / "state" / "instances")
