@@ -10,7 +10,7 @@ venv="${VENV:-$here/.venv}"
 packages=(
     qemu-utils qemu-system-x86 libvirt-dev pkg-config libvirt-daemon
     libvirt-daemon-driver-qemu libvirt-clients busybox-static cpio util-linux
-    virtinst libxenmisc4.17 cloud-image-utils
+    virtinst libxenmisc4.17 cloud-image-utils mmdebstrap
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }
