@@ -2,7 +2,8 @@
 # Build a Debian 12 cloud guest from Debian packages: a raw ext4 root disk (no
 # partition table, label rootfs) with systemd, openssh-server, cloud-init,
 # qemu-guest-agent and e2fsprogs, and its own kernel and initrd for direct boot
-# (root=LABEL=rootfs console=ttyS0 net.ifnames=0).
+# (root=LABEL=rootfs console=ttyS0 net.ifnames=0). cloud-init sets the locale
+# C.UTF-8, which needs no locales package.
 #
 #   tools/build-debian-guest.sh [OUTDIR]      (default: build/debian-guest)
 #
@@ -44,6 +45,7 @@ mmdebstrap --quiet --variant=apt --include="$packages" \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo debian-guest > "$1/etc/hostname"' \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*_key*' \
+    --customize-hook='printf "locale: C.UTF-8\n" > "$1/etc/cloud/cloud.cfg.d/90-virt-driver.cfg"' \
     "$suite" "$work/rootfs.tar"
 mkdir "$work/root"
 tar -C "$work/root" --numeric-owner -xpf "$work/rootfs.tar"

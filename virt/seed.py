@@ -199,7 +199,7 @@ def _nocloud_files(p: SeedPlan) -> dict[str, bytes]:
         meta["public-keys"] = list(p.ssh_keys)
     files = {
         "meta-data": yaml.safe_dump(meta, sort_keys=True).encode(),
-        "user-data": (p.user_data if p.user_data is not None else "#cloud-config\n").encode(),
+        "user-data": (p.user_data if p.user_data is not None else "#cloud-config\n{}\n").encode(),
     }
     if p.networks:
         files["network-config"] = yaml.safe_dump(_netconfig_v1(p), sort_keys=False).encode()
