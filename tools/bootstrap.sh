@@ -11,7 +11,7 @@ packages=(
     qemu-utils qemu-system-x86 libvirt-dev pkg-config libvirt-daemon
     libvirt-daemon-driver-qemu libvirt-clients busybox-static cpio util-linux
     bindfs
-    virtinst libxenmisc4.17
+    virtinst libxenmisc4.17 cloud-image-utils mmdebstrap
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }

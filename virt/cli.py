@@ -21,10 +21,11 @@ from dataclasses import asdict, is_dataclass
 
 from oslo_config import cfg
 
-from virt import images
+from virt import forwards, images, seed
+from virt.cli_seed import add_seed_arguments, seed_from_args
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
-from virt.errors import InstanceNotFound, InvalidConfig, VirtError
+from virt.errors import InstanceNotFound, InvalidConfig, InvalidState, VirtError
 from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
@@ -32,6 +33,7 @@ from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 SYSLOG_SOCKET = "/dev/log"
+DEFAULT_SSH_USER = "debian"  # the default user of Debian's cloud images
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
 
 
@@ -133,10 +135,10 @@ def random_mac() -> str:
 def parse_nic(text: str) -> NIC:
     """--nic bridge=BR[,mac=M][,model=X] | network=NET[,...] | user[,...]."""
     fields = key_values(text.removeprefix("user"), "--nic")
-    unknown = set(fields) - {"bridge", "network", "mac", "model", "ip"}
+    unknown = set(fields) - {"bridge", "network", "mac", "model", "ip", "forward"}
     if unknown:
         raise UsageError(f"--nic {text!r}: unknown key {sorted(unknown)[0]!r}; "
-                         "use bridge, network, mac, model, ip (or 'user')")
+                         "use bridge, network, mac, model, ip, forward (or 'user')")
     return NIC(mac=fields.get("mac") or random_mac(), bridge=fields.get("bridge"),
                network=fields.get("network"), model=fields.get("model"), ip=fields.get("ip"))
 
@@ -211,12 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cmdline", help="kernel command line")
     p.add_argument("--nic", action="append", default=[],
                    metavar="bridge=BR[,mac=M][,model=X]",
-                   help="a NIC: bridge=BR, network=NET or user, with mac= and model=")
+                   help="a NIC: bridge=BR, network=NET or user, with mac= and model=; "
+                   "user,forward=2222:22[+HOST:GUEST...] forwards ports of 127.0.0.1")
     p.add_argument("--guest", choices=["hvm", "pv"], default="hvm")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="hypervisor parameter, e.g. boot_order=cd")
     p.add_argument("--print-config", action="store_true",
                    help="print the document the backend would use and create nothing")
+    add_seed_arguments(p)
+
+    p = sub.add_parser("ssh", help="ssh to the guest (forwarded port, else its address)")
+    p.add_argument("name")
+    p.add_argument("--user", default=DEFAULT_SSH_USER, help="guest user (default: %(default)s)")
+    p.add_argument("--print", action="store_true", dest="print_command",
+                   help="print the command instead of running it")
+    p.add_argument("ssh_args", nargs="*", help="more ssh arguments, after --")
 
     p = sub.add_parser("list", help="list instances")
     p.add_argument("--all", action="store_true", help="include stopped instances")
@@ -347,15 +358,27 @@ class Commands:
                 params[key] = os.path.abspath(value)
         if a.cmdline is not None:
             params["kernel_args"] = a.cmdline
+        nics = tuple(parse_nic(n) for n in a.nic)
+        forwarded = [(nic, key_values(text.removeprefix("user"), "--nic")["forward"])
+                     for nic, text in zip(nics, a.nic, strict=True) if "forward=" in text]
+        if len(forwarded) > 1:
+            raise UsageError("--nic ...,forward=: give forwards on one user NIC only")
+        for nic, spec in forwarded:
+            params[forwards.PARAM] = f"{nic.mac}={spec}"
         return Instance(name=a.name, image=a.image,
                         flavor=Flavor(memory_mb=a.memory, vcpus=a.vcpus, root_gb=a.disk_gb),
                         kind=GuestKind(a.guest), params=params,
-                        nics=tuple(parse_nic(n) for n in a.nic))
+                        nics=nics, seed=seed_from_args(a))
 
     def do_boot(self) -> None:
         instance = self._instance_from_args()
         if self.args.print_config:
             print(self.driver.describe_spawn(instance, instance.image, instance.nics), end="")
+            seed_plan = seed.plan(instance, instance.nics)
+            for path, content in ({} if seed_plan is None else seed_plan.files()).items():
+                text = content.decode()
+                print(f"--- seed {seed_plan.label}:{path}\n{text}",
+                      end="" if text.endswith("\n") else "\n")
             return
         started = time.monotonic()
         self.driver.spawn(instance, instance.image, instance.nics)
@@ -391,8 +414,28 @@ class Commands:
                 "cpu_time_s": round(info.cpu_time_ns / 1e9, 2), "id": info.id,
                 "nics": ", ".join(n.mac for n in instance.nics) or None,
                 "console": " ".join(self.driver.get_console_command(instance))}
+        reach = self.driver.get_addresses(instance)
+        data["agent"] = "answers" if reach.agent_answers else "does not answer"
+        data["addresses"] = ", ".join(
+            f"{address} ({mac})" for mac, address in reach.addresses) or None
+        data["addresses_from"] = reach.source
+        ssh = forwards.ssh_command(instance.params, reach.addresses, DEFAULT_SSH_USER)
+        data["ssh"] = " ".join(ssh) if ssh else None
         self.out.result({**data, "instance": instance, "info": info},
                         lambda: print_fields(data))
+
+    def do_ssh(self) -> None:
+        instance = self._get()
+        reach = self.driver.get_addresses(instance)
+        command = forwards.ssh_command(instance.params, reach.addresses, self.args.user)
+        if command is None:
+            raise InvalidState(
+                f"instance {instance.name!r}: no port forwarded to 22 and no address known; "
+                "boot it with --nic user,forward=2222:22 or run qemu-guest-agent in it")
+        if self.args.print_command:
+            self.out.result(command, lambda: print(" ".join(command)))
+            return
+        os.execvp(command[0], [*command, *self.args.ssh_args])
 
     def do_console(self) -> None:
         instance = self._get()

@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 
 from virt import recovery
 from virt.errors import BackendUnavailable, InvalidParameter, NotSupported
-from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo
+from virt.objects import NIC, BlockDevice, GuestAddresses, HostInfo, Instance, InstanceInfo
 from virt.validation import (
     check_block_devices,
     check_bool,
@@ -187,6 +187,12 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def get_console_command(self, instance: Instance) -> list[str]: ...
 
+    @checked_at_the_boundary
+    def get_addresses(self, instance: Instance) -> GuestAddresses:
+        """The guest's addresses and whether its agent answers; a backend that cannot
+        ask the guest tells nothing rather than failing."""
+        return GuestAddresses(agent_answers=False)
+
     @abc.abstractmethod
     def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
                  compress: bool = False,
@@ -226,10 +232,10 @@ class ComputeDriver(abc.ABC):
 
 
 # The public methods a compute manager calls; each backend's are checked.
-CONTRACT_METHODS = tuple(
+CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
-    if getattr(member, "__isabstractmethod__", False)) + (
-    "attach_volume", "detach_volume", "attach_interface", "detach_interface")
+    if getattr(member, "__isabstractmethod__", False)),
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses")
 
 
 class _InstalledBackends:

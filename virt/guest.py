@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from virt import disk as diskpolicy
 from virt.domain import (
     OS,
+    Channel,
     Clock,
     Console,
     Device,
@@ -50,6 +51,7 @@ ARCHES = ("x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64")
 _BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MACHINE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -328,6 +330,9 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
     disk_elements = _disks(shape, devices, params, hypervisor_version, machine, probe)
     consoles = _consoles(shape, console_log)
     graphics = _graphics(shape, instance, params)
+    # Every KVM/QEMU guest can run qemu-guest-agent: addresses and clean freezes need it.
+    agent = [Channel(type="unix", target_type="virtio", target_name=GUEST_AGENT_CHANNEL)] \
+        if virt_type in ("kvm", "qemu") else []
 
     features = None
     if shape.hvm:
@@ -349,7 +354,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
             kind=instance.kind, owner=owner,
             # Readable by any libvirt client: the VNC password stays in <graphics>.
             params={k: v for k, v in instance.params.items() if k != "vnc_password"}),
-        devices=[*disk_elements, *interfaces, *consoles, *graphics])
+        devices=[*disk_elements, *interfaces, *consoles, *agent, *graphics])
 
 
 def instance_from_domain(domain: Domain) -> Instance:

@@ -51,6 +51,25 @@ class BlockDevice:
     device_type: str = "disk"  # "disk" or "cdrom"
 
 
+@dataclass(frozen=True)
+class SeedConfig:
+    """What cloud-init reads at first boot; the driver writes it as a read-only seed disk.
+
+    format: nocloud (label cidata) or configdrive (label config-2). hostname:
+    defaults to one made from the instance name. Static addresses come from
+    each NIC's ip; the first NIC without one gets DHCP. The password is only
+    ever given hashed (virt.seedinput.hash_password).
+    """
+
+    format: str = "nocloud"
+    hostname: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str | None = None
+    password_hash: str | None = None
+    gateway: str | None = None
+    nameservers: tuple[str, ...] = ()
+
+
 @dataclass
 class Instance:
     name: str
@@ -63,6 +82,7 @@ class Instance:
     params: dict[str, str] = field(default_factory=dict)
     nics: tuple[NIC, ...] = ()
     network_port: int | None = None
+    seed: SeedConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,19 @@ class InstanceInfo:
     num_cpu: int
     cpu_time_ns: int
     id: int | None = None
+
+
+@dataclass(frozen=True)
+class GuestAddresses:
+    """Where a guest can be reached, and whether its guest agent answered.
+
+    source: who told the addresses (agent, lease or arp), None when nobody
+    did. addresses: (MAC, ADDRESS/PREFIX) pairs, loopback left out.
+    """
+
+    agent_answers: bool
+    source: str | None = None
+    addresses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

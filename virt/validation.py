@@ -12,7 +12,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterable
 
 from virt.errors import InvalidParameter
-from virt.objects import NIC, BlockDevice, Flavor, GuestKind, Instance
+from virt.objects import NIC, BlockDevice, Flavor, GuestKind, Instance, SeedConfig
 
 # The only image formats ever accepted from outside: each has a safety check
 # in virt.images.inspect_untrusted. Drivers such as file, host_device or
@@ -195,6 +195,9 @@ def check_instance(instance, field: str = "instance") -> Instance:
     check_nics(instance.nics, f"{field} nics")
     if instance.network_port is not None:
         check_int_range(instance.network_port, 5900, 65535, f"{field} network_port")
+    if instance.seed is not None and not isinstance(instance.seed, SeedConfig):
+        raise InvalidParameter(f"{field} seed {_show(instance.seed)}: use a "
+                               "virt.objects.SeedConfig or None")
     return instance
 
 

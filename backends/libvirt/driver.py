@@ -32,9 +32,9 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import hotplug, livesnapshot, migration, volumes
+from backends.libvirt import guestinfo, hotplug, livesnapshot, migration, usernet, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
-from virt import images
+from virt import forwards, images, seed
 from virt.bootfiles import resolve_boot_files
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata, Interface
 from virt.driver import ComputeDriver
@@ -55,7 +55,15 @@ from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.imagecache import ImageCache
 from virt.images import Progress
 from virt.imagestore import LocalImageStore
-from virt.objects import NIC, BlockDevice, HostInfo, Instance, InstanceInfo, PowerState
+from virt.objects import (
+    NIC,
+    BlockDevice,
+    GuestAddresses,
+    HostInfo,
+    Instance,
+    InstanceInfo,
+    PowerState,
+)
 from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
 
@@ -307,8 +315,9 @@ class LibvirtDriver(ComputeDriver):
         image = self._image(image_id)
         self._check_root_size(image.virtual_size, instance)
         arch = self._guest_arch(image.properties)
-        return self._domain_xml(instance, directory, list(nics) or list(instance.nics),
-                                list(block_devices), arch)
+        nics = list(nics) or list(instance.nics)
+        return self._domain_xml(instance, directory, nics, list(block_devices), arch,
+                                seed_plan=seed.plan(instance, nics))
 
     def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
               block_devices: Iterable[BlockDevice] = ()) -> None:
@@ -328,9 +337,13 @@ class LibvirtDriver(ComputeDriver):
             arch = self._guest_arch(image.properties)
             self.cache.fetch_base(image_id)  # converted now, so that a failure names the image
             step = "xml"
-            xml = self._domain_xml(instance, directory, nics, list(block_devices), arch)
+            seed_plan = seed.plan(instance, nics)
+            xml = self._domain_xml(instance, directory, nics, list(block_devices), arch,
+                                   seed_plan=seed_plan)
             step = "disk"
             self._make_disks(directory, image_id, instance, undo)
+            if seed_plan is not None:
+                seed.write(seed_plan, directory)
             step = "define"
             self._call("define", instance.name, lambda conn: conn.defineXML(xml))
             self._owned_names[instance.name] = True
@@ -387,16 +400,26 @@ class LibvirtDriver(ComputeDriver):
 
     def _domain_xml(self, instance: Instance, directory: str, nics: list[NIC],
                     block_devices: list[BlockDevice], arch: str,
-                    machine: str | None = None) -> str:
+                    machine: str | None = None, seed_plan: seed.SeedPlan | None = None) -> str:
         version = self._host_facts().hypervisor_version
         params = resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
+        if seed_plan is not None:
+            # Read-only virtio disk: cloud-init's ds-identify finds it (a SATA cdrom it did not).
+            block_devices = [*block_devices, BlockDevice(
+                path=os.path.join(directory, seed.SEED_FILE), fmt="raw", readonly=True)]
+            params = _with_kernel_hint(params, seed_plan.kernel_hint())
         instance = dataclasses.replace(instance, params=resolve_host_programs(
             params, allowed_programs(self.conf)))
+        forwarded = forwards.read_param(instance.params)
+        if forwarded is not None and self.virt_type == "xen":
+            raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
+                                   "networking; use a bridge")
+        nics = usernet.other_nics(nics, forwarded)
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
                               console_log=os.path.join(directory, CONSOLE_LOG), owner=self.owner)
-        return domain.to_xml()
+        return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
 
     def _make_disks(self, directory: str, image_id: str, instance: Instance,
                     undo: _Undo) -> None:
@@ -495,8 +518,14 @@ class LibvirtDriver(ComputeDriver):
                              readonly=d.readonly, device_type=d.device)
                  for d in domain.devices_of(Disk) if d.source]
         directory = os.path.dirname(disks[0].path)
-        xml = self._domain_xml(instance, directory, list(instance.nics), disks[1:],
-                               domain.os.arch or "x86_64", machine=domain.os.machine)
+        seed_plan = seed.read_record(directory)
+        if seed_plan is not None:  # rebuilt: a guest may have been handed a damaged one
+            seed.write(seed_plan, directory)
+        seed_path = os.path.join(directory, seed.SEED_FILE)
+        xml = self._domain_xml(instance, directory, list(instance.nics),
+                               [d for d in disks[1:] if d.path != seed_path],
+                               domain.os.arch or "x86_64", machine=domain.os.machine,
+                               seed_plan=seed_plan)
         self._call("define", name, lambda conn: conn.defineXML(xml))
         self._with_domain(name, "start", lambda dom: dom.create())
         self._wait_for(name, {PowerState.RUNNING}, START_TIMEOUT)
@@ -574,6 +603,11 @@ class LibvirtDriver(ComputeDriver):
     def get_console_command(self, instance: Instance) -> list[str]:
         self._check_name(instance)
         return ["virsh", "-c", self.uri, "console", instance.name]
+
+    def get_addresses(self, instance: Instance) -> GuestAddresses:
+        self._check_name(instance)
+        return self._with_domain(instance.name, "read the addresses of",
+                                 guestinfo.read_addresses)
 
     # -- images and migration -----------------------------------------------
 
@@ -882,6 +916,16 @@ def _translate(error: libvirt.libvirtError, action: str, name: str) -> VirtError
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidState(f"cannot {action} {name}: {message}")
     return HypervisorError(f"cannot {action} {name}: {message}")
+
+
+def _with_kernel_hint(params: dict[str, str], hint: str | None) -> dict[str, str]:
+    """Params with the seed's kernel argument added to a direct boot's command line."""
+    if hint is None or "kernel_path" not in params:
+        return params
+    args = params.get("kernel_args", "")
+    if any(arg.startswith("ds=") for arg in args.split()):
+        return params  # the caller's choice, or ours from the spawn (kept in the metadata)
+    return {**params, "kernel_args": f"{args} {hint}".strip()}
 
 
 def _not_found(name: str) -> InstanceNotFound:

@@ -27,7 +27,7 @@ from backends.xm.toolstack import (
     run_command,
     xm_available,
 )
-from virt import images
+from virt import images, seed
 from virt.bootfiles import resolve_boot_files
 from virt.disk import DiskProbe, is_block_device, pick_disk_driver_name
 from virt.driver import ComputeDriver
@@ -118,6 +118,9 @@ class XmDriver(ComputeDriver):
     def disk_path(self, instance: Instance) -> str:
         return os.path.join(self.instance_dir(instance), "disk")
 
+    def seed_path(self, instance: Instance) -> str:
+        return os.path.join(self.instance_dir(instance), seed.SEED_FILE)
+
     def _find(self, instance: Instance) -> DomainRow | None:
         return self.toolstack.find(check_instance_name(instance.name))
 
@@ -173,10 +176,15 @@ class XmDriver(ComputeDriver):
                                    xmconfig.disk_prefix(driver, toolstack, disk_format))]
         for device in block_devices:
             disks.append(self._block_device_line(device, driver, toolstack))
+        nics = tuple(nics) or tuple(instance.nics)
+        if seed.plan(instance, nics) is not None:  # checked now; written by spawn
+            disks.append(xmconfig.DiskLine(self.seed_path(instance),
+                                           xmconfig.disk_prefix(driver, toolstack, "raw"),
+                                           readonly=True))
         cfg = xmconfig.GuestConfig(
             toolstack=toolstack, name=instance.name, uuid=instance.uuid, kind=instance.kind,
             memory_mb=instance.flavor.memory_mb, vcpus=instance.flavor.vcpus, values=values,
-            disks=tuple(disks), nics=tuple(nics) or tuple(instance.nics),
+            disks=tuple(disks), nics=nics,
             network_port=instance.network_port, vnc_password=values.get("vnc_password"),
             image=image_id, root_gb=instance.flavor.root_gb)
         xmconfig.render(cfg)  # every remaining check, before anything is created
@@ -216,6 +224,9 @@ class XmDriver(ComputeDriver):
             step = "disk"
             os.makedirs(instance_dir)
             self._make_disk(instance, image_id, base, disk_format)
+            seed_plan = seed.plan(instance, cfg.nics)
+            if seed_plan is not None:
+                seed.write(seed_plan, instance_dir)
             step = "config"
             self._write_config(config_path, xmconfig.render(cfg), cfg.vnc_password is not None)
             remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
@@ -314,6 +325,9 @@ class XmDriver(ComputeDriver):
         before = self._require(instance)
         if hard:
             self._stop(instance, 0)
+            seed_plan = seed.read_record(self.instance_dir(instance))
+            if seed_plan is not None:  # rebuilt from the record, as the libvirt backend does
+                seed.write(seed_plan, self.instance_dir(instance))
             self.power_on(instance)
             return
         self.toolstack.run("reboot", instance.name)
