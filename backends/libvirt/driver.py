@@ -32,15 +32,7 @@ from typing import BinaryIO, TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import (
-    guestinfo,
-    hotplug,
-    incoming,
-    livesnapshot,
-    migration,
-    usernet,
-    volumes,
-)
+from backends.libvirt import guestinfo, hotplug, incoming, livesnapshot, migration, usernet, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import forwards, images, seed
 from virt.bootfiles import resolve_boot_files

@@ -12,10 +12,12 @@ from oslo_concurrency import processutils
 
 from backends.libvirt import incoming
 from backends.libvirt.migration import migration_flags
+from tests.unit.test_libvirt_driver import TEST_URI, serving_driver
 from virt import chain, seed
-from virt.errors import InvalidParameter, UnsafeImage
+from virt.conf import make_conf
+from virt.errors import InvalidParameter, InvalidState, NotSupported, UnsafeImage
 from virt.imagestore import LocalImageStore
-from virt.objects import Instance, SeedConfig
+from virt.objects import Flavor, Instance, SeedConfig
 
 UUID = "0d6c4a52-0f5e-4c1a-9a55-3c2b8f1e7d10"
 MAX = 1 << 30
@@ -86,3 +88,58 @@ def test_a_stopped_guest_migrates_offline_and_never_by_block():
     assert not migration_flags() & libvirt.VIR_MIGRATE_OFFLINE
     with pytest.raises(ValueError, match="cannot be a block one"):
         migration_flags(block=True, offline=True)
+
+
+# -- the driver on test:///default ---------------------------------------------------
+
+@pytest.fixture
+def dest(tmp_path):
+    """A destination driver whose store lacks the image, and a source store that has it."""
+    conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "b"),
+                     libvirt__connection_uri=TEST_URI, libvirt__shutdown_timeout=1)
+    source = _store_with_image(tmp_path, "img")
+    for driver in serving_driver(conf):
+        yield driver, source
+
+
+def _incoming(name="mg-vm") -> Instance:
+    return Instance(name=name, uuid=UUID, image="img", flavor=Flavor(root_gb=1))
+
+
+def test_prepare_imports_the_chain_and_rebuilds_the_seed(dest):
+    driver, source = dest
+    path = driver.prepare_incoming(_incoming(), chain=_exported(source, "img"),
+                                   seed_record=_record())
+    directory = os.path.join(path, UUID)
+    assert sorted(os.listdir(directory)) == ["console.log", "disk", "seed.iso", "seed.json"]
+    assert seed.read_record(directory).hostname == "seeded"
+    assert driver.store.get("img").sha256 == source.get("img").sha256
+    driver.abandon_incoming(_incoming())
+    assert not os.path.exists(directory)
+
+
+def test_a_failed_prepare_removes_the_image_it_imported(dest):
+    driver, source = dest
+    os.makedirs(os.path.join(driver.conf.instances_path, UUID))  # not ours: the disk fails
+    with pytest.raises(InvalidState, match="cannot prepare mg-vm for migration"):
+        driver.prepare_incoming(_incoming(), chain=_exported(source, "img"))
+    assert driver.store.list() == []
+    with pytest.raises(InvalidParameter, match="seed record of other"):
+        driver.prepare_incoming(_incoming(), chain=_exported(source, "img"),
+                                seed_record=_record(name="other"))
+    assert driver.store.list() == []
+
+
+def test_a_stopped_guest_is_not_block_migrated_and_a_suspended_one_not_at_all(dest):
+    driver, source = dest
+    instance = Instance(name="mg-stopped", image="img", flavor=Flavor(memory_mb=128))
+    driver.store.import_image("img", source.get("img").path, "raw")
+    driver.spawn(instance, "img")
+    driver.suspend(instance)
+    with pytest.raises(InvalidState, match="suspended: migration does not carry"):
+        driver.migrate(instance, "test:///default")
+    driver.destroy(instance)
+    driver.spawn(instance, "img")
+    driver.power_off(instance)
+    with pytest.raises(NotSupported, match="libvirt copies no disk of a stopped guest"):
+        driver.migrate(instance, "test:///default", dest_instances_path="/srv/b")
