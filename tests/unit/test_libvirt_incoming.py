@@ -113,9 +113,11 @@ def test_prepare_imports_the_chain_and_rebuilds_the_seed(dest):
     directory = os.path.join(path, UUID)
     assert sorted(os.listdir(directory)) == ["console.log", "disk", "seed.iso", "seed.json"]
     assert seed.read_record(directory).hostname == "seeded"
+    assert driver.seed_record(_incoming()) == _record()    # what a next migration sends on
     assert driver.store.get("img").sha256 == source.get("img").sha256
     driver.abandon_incoming(_incoming())
     assert not os.path.exists(directory)
+    assert driver.seed_record(_incoming()) is None
 
 
 def test_a_failed_prepare_removes_the_image_it_imported(dest):
