@@ -11,7 +11,10 @@ the other tool's migration arrived at, so both go in both directions.
 Measured per migration: wall time of the command (process start to exit),
 libvirt's time_elapsed and downtime of the completed job (read on the
 destination). Also: the bed's cold start (hosts stopped, caches kept) and
-warm start (already running).
+warm start (already running), and what the destination's preparation for a
+block migration costs when its store lacks the image (the source's `image
+export`, then `migrate-prepare --chain`, which imports it as untrusted)
+against preparing from its own store.
 
 Run: .venv/bin/python benchmarks/bench_migration.py [ROUNDS]
 """
@@ -142,6 +145,26 @@ def ping_pong(storage: str, rounds: int) -> tuple[list[dict], list[dict]]:
     return ours, theirs
 
 
+def chain_route(rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Wall times of A's export, B's prepare with the chain, B's prepare from its store."""
+    export, with_chain, from_store = [], [], []
+    args = [NAME, "--uuid", "7d41a9c2-61e0-4f0b-8a53-000000000001", "--image", IMAGE]
+    tarball = os.path.join(TMP, "chain.tar.gz")
+    for _ in range(rounds):
+        if IMAGE in {i["name"] for i in cli("B", "image", "list", storage="local")}:
+            cli("B", "image", "delete", IMAGE, storage="local")
+        export.append(timed(lambda: cli("A", "image", "export", IMAGE, tarball,
+                                        storage="local"))[0])
+        with_chain.append(timed(lambda: cli("B", "migrate-prepare", *args, "--chain", tarball,
+                                            storage="local"))[0])
+        cli("B", "migrate-abandon", *args[:3], storage="local")
+        from_store.append(timed(lambda: cli("B", "migrate-prepare", *args,
+                                            storage="local"))[0])
+        cli("B", "migrate-abandon", *args[:3], storage="local")
+        os.remove(tarball)
+    return export, with_chain, from_store
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     started = subprocess.run([BED, "running"]).returncode != 0
@@ -155,6 +178,7 @@ def main() -> None:
 
     try:
         results = {storage: ping_pong(storage, rounds) for storage in ("shared", "local")}
+        export, with_chain, from_store = chain_route(rounds)
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
         if started:
@@ -169,6 +193,10 @@ def main() -> None:
         print(f"ratio virt-driver/virsh: wall {a['wall'] / b['wall']:.2f}x, time_elapsed "
               f"{a['elapsed_ms'] / b['elapsed_ms']:.2f}x, downtime "
               f"{a['downtime_ms'] / b['downtime_ms']:.2f}x")
+    med = statistics.median
+    print(f"-- block migration's destination without the image (medians of {len(export)}): "
+          f"export on A {med(export):.2f} s, migrate-prepare --chain on B "
+          f"{med(with_chain):.2f} s, migrate-prepare from B's store {med(from_store):.2f} s")
     if cold_samples:
         print(f"two-host bed cold start {statistics.median(cold_samples):.1f} s "
               f"(median of {len(cold_samples)}, caches kept), warm start {warm:.2f} s")

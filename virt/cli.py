@@ -264,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uuid", required=True)
     p.add_argument("--image", required=True)
     p.add_argument("--disk-gb", type=int, default=1)
+    p.add_argument("--chain", metavar="FILE", help="the source's 'image export' of the image, "
+                   "imported here first when this store lacks the image")
+    p.add_argument("--seed-record", metavar="FILE",
+                   help="the source's seed.json of a seeded instance: its seed is rebuilt here")
     p = sub.add_parser("migrate-abandon", help="remove what migrate-prepare made, after a "
                        "failed migration")
     p.add_argument("name")
@@ -534,7 +538,14 @@ class Commands:
 
     def do_migrate_prepare(self) -> None:
         prepare, instance = self._incoming("prepare_incoming")
-        path = prepare(instance)
+        a = self.args
+        seed_record = None
+        if a.seed_record:
+            with open(a.seed_record, encoding="utf-8") as f:
+                seed_record = f.read()
+        with contextlib.ExitStack() as stack:
+            chain = stack.enter_context(open(a.chain, "rb")) if a.chain else None
+            path = prepare(instance, chain=chain, seed_record=seed_record)
         self.out.done(f"ready for {instance.name}: migrate with --dest-instances-path {path}",
                       name=instance.name, instances_path=path)
 

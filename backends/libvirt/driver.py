@@ -27,12 +27,12 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import libvirt
 from lxml import etree
 
-from backends.libvirt import guestinfo, hotplug, livesnapshot, migration, usernet, volumes
+from backends.libvirt import guestinfo, hotplug, incoming, livesnapshot, migration, usernet, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import forwards, images, seed
 from virt.bootfiles import resolve_boot_files
@@ -45,6 +45,7 @@ from virt.errors import (
     InvalidParameter,
     InvalidState,
     MigrationFailed,
+    NotSupported,
     SpawnError,
     Timeout,
     VirtError,
@@ -775,7 +776,8 @@ class LibvirtDriver(ComputeDriver):
         arrives owned by and pointing into that path, and the overlay here is
         removed after success. The completion-timeout policy comes from
         [libvirt] migration_*; abort_migration() stops it from another thread.
-        On any failure the guest keeps running here.
+        On any failure the guest keeps running here. A stopped guest migrates
+        offline: only its definition moves (shared storage only).
         """
         directory = self._instance_dir(instance)
         if not isinstance(dest, str) or "://" not in dest or any(c.isspace() for c in dest):
@@ -785,8 +787,9 @@ class LibvirtDriver(ComputeDriver):
         if block and not os.path.isabs(dest_instances_path or ""):
             raise InvalidParameter(f"destination instances path {dest_instances_path!r}: "
                                    "use the absolute path prepare_incoming returned there")
+        offline = self._offline(instance.name, block)
         policy = migration.MigrationPolicy.from_conf(self.conf)
-        flags = migration.migration_flags(live, block=block, policy=policy)
+        flags = migration.migration_flags(live, block=block, policy=policy, offline=offline)
 
         def start(conn):
             dom = self._owned_domain(conn, instance.name)
@@ -823,18 +826,50 @@ class LibvirtDriver(ComputeDriver):
         finally:
             del self._migrations[instance.name]
 
-    def prepare_incoming(self, instance: Instance) -> str:
+    def _offline(self, name: str, block: bool) -> bool:
+        """Whether the guest migrates offline (it is stopped); refused where that cannot be."""
+        state = self._state(name)
+        if state is PowerState.SUSPENDED:
+            raise InvalidState(f"instance {name!r} is suspended: migration does not carry its "
+                               "saved memory; resume it (or stop it) first")
+        offline = state in (PowerState.SHUTOFF, PowerState.CRASHED)
+        if offline and block:
+            raise NotSupported(f"instance {name!r} is stopped and libvirt copies no disk of a "
+                               "stopped guest: start it and block-migrate it live, or "
+                               "migrate it with shared storage")
+        return offline
+
+    def seed_record(self, instance: Instance) -> str | None:
+        """The instance's seed record (seed.json), for prepare_incoming at the destination."""
+        try:
+            with open(os.path.join(self._instance_dir(instance), seed.RECORD_FILE)) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def prepare_incoming(self, instance: Instance, chain: BinaryIO | None = None,
+                         seed_record: str | None = None) -> str:
         """Destination side of a block migration: the base from this host's cache
-        (fetched from its image store) and an empty overlay over it, which
-        libvirt fills. Returns this host's instances path for migrate()."""
+        (fetched from its image store, into which `chain`, the source's image
+        export, is imported first when the image is not there), an empty
+        overlay over it, which libvirt fills, and the seed rebuilt from the
+        source's seed_record. Returns this host's instances path for migrate()."""
         directory = self._instance_dir(instance)
         self._check_name_free(instance.name)
-        image = self._image(instance.image or "")
-        self._check_root_size(image.virtual_size, instance)
+        plan = None if seed_record is None else incoming.seed_plan(instance, seed_record)
+        name = check_image_name(instance.image or "", "image")
         undo = _Undo()
         try:
+            if chain is not None and incoming.import_missing_image(
+                    self.store, name, chain,
+                    images.parse_size(self.conf.images.max_chain_import_size)):
+                undo.push(f"imported image {name}", lambda: self.store.delete(name))
+            image = self._image(name)
+            self._check_root_size(image.virtual_size, instance)
             self.cache.fetch_base(image.name)
             self._make_disks(directory, image.name, instance, undo)
+            if plan is not None:
+                seed.write(plan, directory)
         except OSError as e:
             undo.run()
             raise InvalidState(f"cannot prepare {instance.name} for migration: {e.strerror}: "

@@ -74,10 +74,18 @@ BASE_FLAGS = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
 
 
 def migration_flags(live: bool = True, block: bool = False,
-                    policy: MigrationPolicy | None = None) -> int:
-    """The flags for a migration; block copies the overlay only (the base must be there)."""
+                    policy: MigrationPolicy | None = None, offline: bool = False) -> int:
+    """The flags for a migration; block copies the overlay only (the base must be there).
+
+    offline: a stopped guest, of which only the definition moves (libvirt
+    copies no disk then, so it cannot be a block migration).
+    """
     policy = policy or MigrationPolicy()
     flags = BASE_FLAGS
+    if offline:
+        if block:
+            raise ValueError("an offline migration copies no disk: it cannot be a block one")
+        return flags | libvirt.VIR_MIGRATE_OFFLINE
     if live:
         flags |= libvirt.VIR_MIGRATE_LIVE
         if policy.auto_converge:
@@ -242,7 +250,9 @@ class Migration:
 
     def _result(self, wall: float, completed: tuple[threading.Event, dict]) -> MigrationResult:
         heard, stats = completed
-        if not heard.wait(EVENT_WAIT):
+        if self.flags & libvirt.VIR_MIGRATE_OFFLINE:
+            stats = {}  # no job ran: only the definition moved
+        elif not heard.wait(EVENT_WAIT):
             stats = completed_stats(self.dest_uri, self.dom.UUIDString())
         return MigrationResult(
             time_elapsed_ms=stats.get("time_elapsed"), downtime_ms=stats.get("downtime"),

@@ -2,13 +2,16 @@
 
 Each host's driver runs inside that host's namespaces with its own config, so
 what the destination sees is what its own driver sees: a guest it owns, lists
-and drives. Guests here are named "mig-*".
+and drives. Guests here are named "mig-*" and "mg-*". A guest booted with
+COUNTER prints a counter once a second that only a new boot restarts: a live
+migration must carry it on.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +33,8 @@ from tests.functional.conftest import (
 TWO_HOSTS = PROJECT_DIR / "tools" / "two-hosts.sh"
 ROOT = Path(os.environ.get("VD_TWO_HOSTS_ROOT", "/tmp/virt-driver-two-hosts"))
 IMAGE = "mig-demo"
+PREFIXES = ("mig-", "mg-")
+COUNTER = "demo.counter=on"
 
 
 def bed(*argv: str) -> str:
@@ -49,7 +54,7 @@ def hosts(demo_guest):
     yield demo_guest
     for host in ("A", "B"):
         for row in cli(host, "list", "--all"):
-            if row["name"].startswith("mig-"):
+            if row["name"].startswith(PREFIXES):
                 cli(host, "destroy", row["name"])
     if started:
         bed("stop")
@@ -72,13 +77,53 @@ def cli(host: str, *argv: str, conf: str | None = None):
     return json.loads(done.stdout)
 
 
-def boot(host: str, name: str, guest) -> Path:
+def boot(host: str, name: str, guest, *extra: str) -> Path:
     """Boot the demo guest; its console log as seen from here (the store behind the mount)."""
     out = cli(host, "boot", name, "--image", IMAGE, "--memory", "256", "--kernel", guest.kernel,
-              "--initrd", guest.initrd, "--cmdline", guest.cmdline("wait"))
+              "--initrd", guest.initrd, "--cmdline", f"{guest.cmdline('wait')} {COUNTER}",
+              *extra)
     console = ROOT / "store" / "instances" / out["uuid"] / "console.log"
     wait_for_console(console, "ready")
     return console
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory) -> str:
+    """A public key file for --ssh-key (a seeded guest)."""
+    path = tmp_path_factory.mktemp("mg-key") / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return str(path.with_suffix(".pub"))
+
+
+def ticks(console: Path) -> list[int]:
+    """The counter values the guest printed, in order."""
+    return [int(line[5:]) for line in console_lines(console) if line.startswith("tick=")]
+
+
+def wait_for_tick(console: Path, above: int) -> list[int]:
+    """Wait until the guest counted past `above`; every value it printed."""
+    deadline = time.monotonic() + 60
+    while not (seen := ticks(console)) or seen[-1] <= above:
+        assert time.monotonic() < deadline, f"no tick above {above} in {console}: {seen}"
+        time.sleep(0.2)
+    return seen
+
+
+def counted_on(values: list[int]) -> bool:
+    """One count that never restarted: strictly rising (a line lost in the switch-over
+    may leave a gap, a reset would go back)."""
+    return all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+def seed_disk_source(host: str, name: str) -> str:
+    """The seed disk's file in the domain as the host's libvirtd has it."""
+    conn = libvirt.open(bed("uri", host))
+    try:
+        xml = conn.lookupByName(name).XMLDesc(0)
+    finally:
+        conn.close()
+    return next(src for src in re.findall(r"<source file='([^']+)'", xml)
+                if src.endswith("/seed.iso"))
 
 
 def names(host: str) -> list[str]:
@@ -107,20 +152,32 @@ def extra_conf(tmp_path: Path, host: str, **libvirt_opts) -> str:
     return str(path)
 
 
-def test_live_migration_moves_the_running_guest_to_the_destinations_driver(hosts):
-    console = boot("A", "mig-live", hosts)
+def test_live_migration_moves_the_running_guest_to_the_destinations_driver(hosts, ssh_key):
+    console = boot("A", "mig-live", hosts, "--ssh-key", ssh_key)
+    seed_iso = console.parent / "seed.iso"
     before = cli("A", "show", "mig-live")["instance"]
+    counted = wait_for_tick(console, 1)[-1]
     result = cli("A", "migrate", "mig-live", bed("uri", "B"))
 
     assert result["downtime_ms"] is not None and result["time_elapsed_ms"] > 0
     assert "mig-live" not in domains_on("A")        # the source keeps nothing
     assert names("B") == ["mig-live"] and state("B", "mig-live") == "running"
     assert cli("B", "show", "mig-live")["instance"] == before  # same metadata, same meaning
-    assert console_lines(console).count("boot") == 1  # it kept running: no second boot
-    # the destination's driver drives it with the same meaning: reboot, console, destroy
-    cli("B", "reboot", "mig-live")
+    # it kept running: the counter carried on past where it was, and no second boot
+    assert counted_on(wait_for_tick(console, counted + 2))
+    assert console_lines(console).count("boot") == 1
+    # the seed: the destination's domain reads the same volume, its record beside it
+    assert seed_disk_source("B", "mig-live") == str(ROOT / "shared" / seed_iso.relative_to(
+        ROOT / "store"))
+    assert (console.parent / "seed.json").is_file()
+    # the destination's driver drives it with the same meaning: reboot, console, destroy;
+    # a hard reboot there rebuilds a lost seed from its record
+    seed_iso.unlink()
+    cli("B", "reboot", "--hard", "mig-live")
     wait_for_console(console, "boot", count=2)
-    wait_for_console(console, "ready", count=2)
+    lines = wait_for_console(console, "ready", count=2)
+    assert seed_iso.is_file()
+    assert f"disk=vdb bytes={seed_iso.stat().st_size}" in lines[lines.index("boot", 1):]
     shown = run_cli("B", "console", "mig-live")
     assert shown.returncode == 0 and shown.stdout.count("VIRT-DEMO ready") == 2
     cli("B", "destroy", "mig-live")
@@ -205,21 +262,22 @@ def local_hosts(hosts):
     yield hosts
     for host in ("A", "B"):
         for row in cli(host, "list", "--all", conf=local(host)):
-            if row["name"].startswith("mig-"):
+            if row["name"].startswith(PREFIXES):
                 cli(host, "destroy", row["name"], conf=local(host))
 
 
-def boot_local(name: str, guest) -> dict:
+def boot_local(name: str, guest, *extra: str) -> dict:
     out = cli("A", "boot", name, "--image", IMAGE, "--memory", "256", "--kernel", guest.kernel,
-              "--initrd", guest.initrd, "--cmdline", guest.cmdline("wait"), conf=local("A"))
+              "--initrd", guest.initrd, "--cmdline", f"{guest.cmdline('wait')} {COUNTER}",
+              *extra, conf=local("A"))
     wait_for_console(local_dir("A") / out["uuid"] / "console.log", "ready")
     return cli("A", "show", name, conf=local("A"))["instance"]
 
 
-def prepare(instance: dict) -> subprocess.CompletedProcess:
+def prepare(instance: dict, *extra: str) -> subprocess.CompletedProcess:
     return run_cli("B", "migrate-prepare", instance["name"], "--uuid", instance["uuid"],
                    "--image", instance["image"], "--disk-gb",
-                   str(instance["flavor"]["root_gb"]), conf=local("B"))
+                   str(instance["flavor"]["root_gb"]), *extra, conf=local("B"))
 
 
 def test_block_migration_copies_the_overlay_to_the_destinations_own_storage(local_hosts):
@@ -284,3 +342,67 @@ def test_the_completion_timeout_can_switch_to_post_copy(hosts, tmp_path):
     assert state("B", "mig-post") == "running"
     assert console_lines(console).count("boot") == 1
     cli("B", "destroy", "mig-post")
+
+
+def test_block_migration_imports_the_sources_chain_and_keeps_the_seed_and_the_count(
+        local_hosts, ssh_key, tmp_path):
+    instance = boot_local("mg-chain", local_hosts, "--ssh-key", ssh_key)
+    uuid = instance["uuid"]
+    source_dir, dest_dir = local_dir("A") / uuid, local_dir("B") / uuid
+    record = (source_dir / "seed.json").read_text()
+    counted = wait_for_tick(source_dir / "console.log", 1)[-1]
+    cli("B", "image", "delete", IMAGE, conf=local("B"))    # only A's store has the image
+    chain = tmp_path / "chain.tar.gz"
+    cli("A", "image", "export", IMAGE, str(chain), conf=local("A"))
+    prepared = prepare(instance, "--chain", str(chain), "--seed-record",
+                       str(source_dir / "seed.json"))
+    assert prepared.returncode == 0, prepared.stderr
+    assert IMAGE in {i["name"] for i in cli("B", "image", "list", conf=local("B"))}
+    cli("A", "migrate", "mg-chain", bed("uri", "B"), "--dest-instances-path",
+        json.loads(prepared.stdout)["instances_path"], conf=local("A"))
+
+    assert "mg-chain" not in domains_on("A") and not source_dir.exists()  # A keeps nothing
+    assert cli("B", "show", "mg-chain", conf=local("B"))["state"] == "running"
+    # only the overlay came over: on B it sits on the base made from the imported image
+    info = json.loads(processutils.execute("qemu-img", "info", "-U", "--output=json",
+                                           str(dest_dir / "disk"))[0])
+    assert info["format"] == "qcow2"
+    assert Path(info["backing-filename"]).parent == \
+        ROOT / "hostB" / "local" / "state" / "_base"
+    # the count carried on on B (its console log starts empty there): no reset, no boot
+    console = dest_dir / "console.log"
+    after = wait_for_tick(console, counted + 2)
+    assert after[0] > counted and counted_on(after)
+    assert console_lines(console).count("boot") == 0
+    # the seed: rebuilt on B from A's record, the domain reads it there
+    assert (dest_dir / "seed.json").read_text() == record
+    assert seed_disk_source("B", "mg-chain") == str(dest_dir / "seed.iso")
+    (dest_dir / "seed.iso").unlink()
+    cli("B", "reboot", "--hard", "mg-chain", conf=local("B"))
+    lines = wait_for_console(console, "ready")
+    assert f"disk=vdb bytes={(dest_dir / 'seed.iso').stat().st_size}" in lines
+    cli("B", "destroy", "mg-chain", conf=local("B"))
+    assert not dest_dir.exists()
+
+
+def test_a_stopped_guest_migrates_offline_with_its_definition(hosts):
+    out = cli("A", "boot", "mg-off", "--image", IMAGE, "--memory", "256", "--kernel",
+              hosts.kernel, "--initrd", hosts.initrd, "--cmdline", hosts.cmdline("wait"))
+    console = ROOT / "store" / "instances" / out["uuid"] / "console.log"
+    cli("A", "stop", "mg-off", "--force")   # wherever its boot got to
+    readies = console_lines(console).count("ready")
+    refused = run_cli("A", "migrate", "mg-off", bed("uri", "B"), "--dest-instances-path",
+                      str(local_dir("B")))
+    assert refused.returncode == 1 and "libvirt copies no disk of a stopped guest" in \
+        refused.stderr
+    before = cli("A", "show", "mg-off")["instance"]
+    result = cli("A", "migrate", "mg-off", bed("uri", "B"))
+
+    assert result["downtime_ms"] is None
+    assert "mg-off" not in domains_on("A")
+    assert [(r["name"], r["state"]) for r in cli("B", "list", "--all")] == [("mg-off", "shutoff")]
+    assert cli("B", "show", "mg-off")["instance"] == before
+    cli("B", "start", "mg-off")        # the persistent definition and the disk are there
+    wait_for_console(console, "ready", count=readies + 1)
+    cli("B", "destroy", "mg-off")
+    assert names("B") == [] and not console.exists()

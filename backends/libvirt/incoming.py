@@ -1,0 +1,49 @@
+"""What the destination of a block migration prepares besides the empty overlay.
+
+libvirt copies only the overlay (the base must already be here, the same
+bytes) and no read-only disk, so two things come from elsewhere:
+
+- the image, when this host's store lacks it: the source exports the chain
+  (`image export`, virt/chain.py) and it is imported here through the
+  store's untrusted path (inspection, relinking, validation) before the
+  base is made from it like any other;
+- a seeded guest's seed volume: rebuilt here from the source's record
+  (seed.json), checked again as outside input and bound to the incoming
+  instance, so that the domain's seed disk exists here and a hard reboot
+  here rebuilds it.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from virt import chain, seed
+from virt.errors import ImageNotFound, InvalidParameter
+from virt.imagestore import LocalImageStore
+from virt.objects import Instance
+
+
+def import_missing_image(store: LocalImageStore, name: str, chain_file: BinaryIO,
+                         max_size: int) -> bool:
+    """Import the exported chain as image `name` unless the store has it; whether it did.
+
+    An image the store has is used as it is and the chain is not read.
+    """
+    try:
+        store.get(name)
+        return False
+    except ImageNotFound:
+        pass
+    chain.import_chain(chain_file, store, name, max_size=max_size)
+    return True
+
+
+def seed_plan(instance: Instance, record: str) -> seed.SeedPlan:
+    """The source's seed record checked again, and refused unless it is this instance's."""
+    plan = seed.SeedPlan.from_record(record)
+    if (plan.name, plan.instance_id) != (instance.name, instance.uuid):
+        raise InvalidParameter(
+            f"seed record of {plan.name} ({plan.instance_id}), not of the incoming "
+            f"{instance.name} ({instance.uuid}): give the {seed.RECORD_FILE} of the instance "
+            "that migrates")
+    return plan
