@@ -342,15 +342,10 @@ class Commands:
     def _get(self) -> Instance:
         return self.driver.get_instance(self.args.name)
 
-    def _row(self, name: str) -> dict:
-        instance = self.driver.get_instance(name)
-        info = self.driver.get_info(instance)
-        return {"name": name, "uuid": instance.uuid, "state": info.state.value,
-                "vcpus": info.num_cpu, "memory_mb": info.max_mem_kb // 1024,
-                "image": instance.image}
-
     def do_list(self) -> None:
-        rows = [self._row(name) for name in sorted(self.driver.list_instances())]
+        rows = [{"name": s.name, "uuid": s.uuid, "state": s.state.value, "vcpus": s.vcpus,
+                 "memory_mb": s.memory_mb, "image": s.image}
+                for s in self.driver.list_summaries()]
         if not self.args.all:
             rows = [r for r in rows if r["state"] not in ("shutoff", "nostate")]
         self.out.result(rows, lambda: print_table(
