@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
 from lxml import etree
@@ -52,9 +53,7 @@ from virt.errors import (
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import build_domain, instance_from_domain, interface_for
 from virt.hostprograms import allowed_programs, resolve_host_programs
-from virt.imagecache import ImageCache
 from virt.images import Progress
-from virt.imagestore import LocalImageStore
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -67,6 +66,10 @@ from virt.objects import (
 )
 from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
+
+if TYPE_CHECKING:
+    from virt.imagecache import ImageCache
+    from virt.imagestore import LocalImageStore
 
 LOG = logging.getLogger(__name__)
 
@@ -166,8 +169,16 @@ class LibvirtDriver(ComputeDriver):
         self._migrations: dict[str, migration.Migration] = {}
         self.events.accept = self._hears
         self._connection.add_resync(self._on_connect)
-        self.store = LocalImageStore.from_conf(conf)
-        self.cache = ImageCache.from_conf(conf)
+
+    @functools.cached_property
+    def store(self) -> LocalImageStore:
+        from virt.imagestore import LocalImageStore  # made when first used: reads need none
+        return LocalImageStore.from_conf(self.conf)
+
+    @functools.cached_property
+    def cache(self) -> ImageCache:
+        from virt.imagecache import ImageCache
+        return ImageCache.from_conf(self.conf)
 
     @classmethod
     def unavailable_reason(cls, conf) -> str | None:
