@@ -74,11 +74,15 @@ def parse_nic(text: str) -> NIC:
                network=fields.get("network"), model=fields.get("model"), ip=fields.get("ip"))
 
 
-def command(sub, name: str, handler: Callable[[Commands], None],
-            **kwargs) -> argparse.ArgumentParser:
-    """The parser of one command, with the handler that runs it registered beside it."""
+def command(sub, name: str, handler: Callable[[Commands], None], *,
+            reads_only: bool = False, **kwargs) -> argparse.ArgumentParser:
+    """The parser of one command, with the handler that runs it registered beside it.
+
+    reads_only: the command changes nothing on the host, so its process may end
+    at once after its output (see exit_now).
+    """
     parser = sub.add_parser(name, **kwargs)
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, reads_only=reads_only)
     return parser
 
 
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the image's format (never guessed): qcow2, raw, vmdk, vpc")
     p.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                    help="recorded with the image, e.g. arch=x86_64")
-    command(isub, "list", Commands.do_image_list, help="list stored images")
+    command(isub, "list", Commands.do_image_list, reads_only=True, help="list stored images")
     p = command(isub, "delete", Commands.do_image_delete, help="delete a stored image")
     p.add_argument("name")
     p = command(isub, "export", Commands.do_image_export,
@@ -174,15 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the command instead of running it")
     p.add_argument("ssh_args", nargs="*", help="more ssh arguments, after --")
 
-    p = command(sub, "list", Commands.do_list, help="list instances")
+    p = command(sub, "list", Commands.do_list, reads_only=True, help="list instances")
     p.add_argument("--all", action="store_true", help="include stopped instances")
-    for name, handler, help_ in (
-            ("show", Commands.do_show, "show one instance"),
-            ("start", Commands.do_start, "start a stopped instance"),
-            ("pause", Commands.do_pause, "pause (freeze) an instance"),
-            ("resume", Commands.do_resume, "resume a paused or suspended instance"),
-            ("suspend", Commands.do_suspend, "save an instance's memory to disk and stop it")):
-        command(sub, name, handler, help=help_).add_argument("name")
+    for name, handler, reads_only, help_ in (
+            ("show", Commands.do_show, True, "show one instance"),
+            ("start", Commands.do_start, False, "start a stopped instance"),
+            ("pause", Commands.do_pause, False, "pause (freeze) an instance"),
+            ("resume", Commands.do_resume, False, "resume a paused or suspended instance"),
+            ("suspend", Commands.do_suspend, False,
+             "save an instance's memory to disk and stop it")):
+        command(sub, name, handler, reads_only=reads_only, help=help_).add_argument("name")
     p = command(sub, "console", Commands.do_console, help="print an instance's console log")
     p.add_argument("name")
     p.add_argument("--follow", action="store_true", help="keep printing until it stops")
@@ -221,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "destroy", Commands.do_destroy, help="stop an instance and remove it")
     p.add_argument("name")
     p.add_argument("--keep-disks", action="store_true")
-    command(sub, "host-info", Commands.do_host_info,
+    command(sub, "host-info", Commands.do_host_info, reads_only=True,
             help="what this host offers, and which backend serves")
     p = command(sub, "cache-cleanup", Commands.do_cache_cleanup,
                 help="remove unused cached base images")
@@ -580,6 +585,7 @@ def logging_to(conf: cfg.ConfigOpts, debug: bool):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `virt-driver` process (argv None), or one command in a caller's process."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -588,7 +594,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"virt-driver: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with logging_to(conf, args.debug):
-        return run(parser, args, conf)
+        code = run(parser, args, conf)
+    if argv is None and args.reads_only:
+        exit_now(code)
+    return code
+
+
+def exit_now(code: int) -> None:
+    """End the process of a read command without the interpreter's teardown (30-40 ms).
+
+    Safe for commands that change nothing: their output is flushed here, the
+    log handlers were flushed and closed by logging_to, they write no files and
+    hold no locks, and the libvirt connection ends with its socket (libvirtd
+    drops the client and its event registrations). Only daemon threads run.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run(parser: argparse.ArgumentParser, args: argparse.Namespace,

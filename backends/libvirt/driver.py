@@ -233,12 +233,12 @@ class LibvirtDriver(ComputeDriver):
 
     def get_host_info(self) -> HostInfo:
         def read(conn):
-            return conn.getInfo(), conn.getFreeMemory(), conn.getType(), conn.getVersion(), \
-                conn.getCapabilities()
+            return conn.getInfo(), conn.getFreeMemory(), conn.getType()
 
-        (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type, \
-            hv_version, caps = self._call("read host info of", self.uri, read)
-        host_arch, _ = capability_arches(caps)
+        (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type = \
+            self._call("read host info of", self.uri, read)
+        facts = self._host_facts()  # capabilities and version, read once per connection
+        host_arch, hv_version = facts.arch, facts.hypervisor_version
         total_gb, free_gb, used_gb = filesystem_usage_gb(self.conf.instances_path)
         return HostInfo(
             memory_total=memory_mb, memory_free=free >> 20, memory_dom0=None,

@@ -127,3 +127,14 @@ def test_list_command_makes_no_probe_and_no_resync(conf, guests, calls, capsys, 
         assert calls["virConnectGetCapabilities"] == 0, calls
     assert counts[1] - counts[0] <= GUESTS[1] - GUESTS[0], counts
     assert counts[0] <= CONSTANT + BUILTIN + GUESTS[0], counts
+
+
+def test_capabilities_are_read_once_per_connection(conf, calls):
+    driver = LibvirtDriver(conf)
+    try:
+        first = driver.get_host_info()
+        assert driver.get_host_info() == first
+        assert calls["virConnectGetCapabilities"] == 1, calls
+        assert calls["virConnectGetVersion"] == 1, calls
+    finally:
+        driver.close()
