@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from oslo_concurrency import processutils
-
 from virt.errors import InvalidParameter
 
 
@@ -69,8 +67,10 @@ class HostProbe:
     driver runs, and each probe forks a process, so each is asked once.
     """
 
-    def __init__(self, execute: Execute = processutils.execute):
-        self._execute = execute
+    def __init__(self, execute: Execute | None = None):
+        from oslo_concurrency import processutils  # imported by the probes' users only
+        self._execute = execute or processutils.execute
+        self._failure = (processutils.ProcessExecutionError, OSError)
         self._lock = threading.Lock()
         self._cache: dict[str, bool] = {}
 
@@ -91,14 +91,14 @@ class HostProbe:
     def _probe_xend(self) -> bool:
         try:
             self._execute("xend", "status")
-        except (processutils.ProcessExecutionError, OSError):
+        except self._failure:
             return False
         return True
 
     def _probe_tap_ctl(self) -> bool:
         try:
             out, _err = self._execute("tap-ctl", "check", check_exit_code=False)
-        except (processutils.ProcessExecutionError, OSError):
+        except self._failure:
             return False
         return out.strip() == "ok"
 

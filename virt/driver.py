@@ -17,8 +17,17 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 from virt import recovery
-from virt.errors import BackendUnavailable, InvalidParameter, NotSupported
-from virt.objects import NIC, BlockDevice, GuestAddresses, HostInfo, Instance, InstanceInfo
+from virt.errors import BackendUnavailable, InstanceNotFound, InvalidParameter, NotSupported
+from virt.events import EventFanout, Listener
+from virt.objects import (
+    NIC,
+    BlockDevice,
+    GuestAddresses,
+    HostInfo,
+    Instance,
+    InstanceInfo,
+    InstanceSummary,
+)
 from virt.validation import (
     check_block_devices,
     check_bool,
@@ -101,6 +110,8 @@ class ComputeDriver(abc.ABC):
 
     def __init__(self, conf):
         self.conf = conf
+        # The listeners of register_event_listener; the backend feeds it what it learns.
+        self.events = EventFanout()
         # Why load_driver chose this backend, for `virt-driver host-info`.
         self.selection_reason = f"backend = {conf.backend}"
 
@@ -175,6 +186,24 @@ class ComputeDriver(abc.ABC):
     @abc.abstractmethod
     def list_instances(self) -> list[str]: ...
 
+    def list_summaries(self) -> list[InstanceSummary]:
+        """Every instance this driver owns with its state, in name order.
+
+        This default asks for each instance in turn; a backend that can read
+        them all at once overrides it.
+        """
+        summaries = []
+        for name in self.list_instances():
+            try:
+                instance = self.get_instance(name)
+                info = self.get_info(instance)
+            except InstanceNotFound:
+                continue  # destroyed since the listing
+            summaries.append(InstanceSummary(
+                name=name, uuid=instance.uuid, image=instance.image, state=info.state,
+                vcpus=info.num_cpu, memory_mb=info.max_mem_kb // 1024))
+        return sorted(summaries, key=lambda s: s.name)
+
     @abc.abstractmethod
     def instance_exists(self, instance: Instance) -> bool: ...
 
@@ -226,16 +255,21 @@ class ComputeDriver(abc.ABC):
         """Remove the NIC with `mac`, waiting up to `timeout` s for the guest."""
         raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
 
-    @abc.abstractmethod
-    def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
-        """callback(instance_name, event) with event one of PowerState values."""
+    @checked_at_the_boundary
+    def register_event_listener(self, callback: Listener) -> None:
+        """callback(instance_name, event) with event one of PowerState values.
+
+        Called on a thread of the backend's choosing, in the order the states changed.
+        """
+        self.events.add_listener(callback)
 
 
 # The public methods a compute manager calls; each backend's are checked.
 CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
     if getattr(member, "__isabstractmethod__", False)),
-    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses")
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses",
+    "register_event_listener", "list_summaries")
 
 
 class _InstalledBackends:
@@ -270,6 +304,13 @@ def load_driver(conf, backends=None) -> ComputeDriver:
                                      f"use one of {', '.join(sorted(backends))}")
         return backends[conf.backend](conf)
     candidates = ["libvirt", "xm"] if conf.virt_type == "xen" else ["libvirt"]
+    if len(candidates) == 1 and candidates[0] in backends:
+        # Nothing to choose from: no probe (a second connection); the first call says
+        # what is wrong if the backend cannot serve.
+        driver = backends[candidates[0]](conf)
+        driver.selection_reason = (f"auto: {candidates[0]}, the only backend for "
+                                   f"virt_type {conf.virt_type}")
+        return driver
     refusals = []
     for name in candidates:
         cls = backends.get(name)

@@ -20,9 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from oslo_concurrency import processutils
-
-from virt import imageformat
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.fileutils import atomic_target
 from virt.validation import ACCEPTED_IMAGE_FORMATS
@@ -92,6 +89,7 @@ def parse_size(value: int | str) -> int:
 def qemu_img(*args: str, limits: Limits | None = None,
              ok_exit_codes: tuple[int, ...] = (0,)) -> str:
     """Run qemu-img with `args`; return stdout or raise ImageError."""
+    from oslo_concurrency import processutils  # its import costs 40-60 ms: only when used
     argv = [*(limits.argv() if limits else []), "qemu-img", *args]
     try:
         out, _err = processutils.execute(*argv, env_variables=_environment(),
@@ -222,6 +220,7 @@ def inspect_untrusted(path: str, declared_format: str, max_virtual_size: int | N
     if declared_format not in ACCEPTED_IMAGE_FORMATS:
         raise UnsafeImage(f"image {name} refused: format {declared_format!r} is not an image "
                           f"format; use one of {', '.join(ACCEPTED_IMAGE_FORMATS)}")
+    from virt import imageformat  # oslo.utils' inspector: only when an image is inspected
     with open_untrusted(path) as f:
         imageformat.check_content(f, name, declared_format, allow_backing)
         # qemu-img opens the very file inspected above, not the path again.

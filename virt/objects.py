@@ -125,3 +125,19 @@ class HostInfo:
     disk_total_gb: float | None = None
     disk_free_gb: float | None = None
     disk_used_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class InstanceSummary:
+    """One instance in a listing, read for all instances at once.
+
+    vcpus and memory_mb are the instance's flavor (what it was built with);
+    None when the backend cannot tell.
+    """
+
+    name: str
+    uuid: str
+    image: str | None
+    state: PowerState
+    vcpus: int | None
+    memory_mb: int | None

@@ -17,9 +17,6 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pycdlib
-import yaml
-
 from virt import seedinput
 from virt.errors import InvalidParameter
 from virt.fileutils import atomic_target, atomic_write
@@ -167,7 +164,7 @@ def _vendor_cloud_config(p: SeedPlan) -> str | None:
     """The default user's password as vendor data, so that user-data stays the user's."""
     if p.password_hash is None:
         return None
-    return "#cloud-config\n" + yaml.safe_dump(
+    return "#cloud-config\n" + _yaml().safe_dump(
         {"password": p.password_hash, "chpasswd": {"expire": False}}, sort_keys=True)
 
 
@@ -198,11 +195,11 @@ def _nocloud_files(p: SeedPlan) -> dict[str, bytes]:
     if p.ssh_keys:
         meta["public-keys"] = list(p.ssh_keys)
     files = {
-        "meta-data": yaml.safe_dump(meta, sort_keys=True).encode(),
+        "meta-data": _yaml().safe_dump(meta, sort_keys=True).encode(),
         "user-data": (p.user_data if p.user_data is not None else "#cloud-config\n{}\n").encode(),
     }
     if p.networks:
-        files["network-config"] = yaml.safe_dump(_netconfig_v1(p), sort_keys=False).encode()
+        files["network-config"] = _yaml().safe_dump(_netconfig_v1(p), sort_keys=False).encode()
     vendor = _vendor_cloud_config(p)
     if vendor is not None:
         files["vendor-data"] = vendor.encode()
@@ -250,6 +247,12 @@ def _configdrive_files(p: SeedPlan) -> dict[str, bytes]:
     return files
 
 
+def _yaml():
+    """PyYAML, imported when a seed is rendered (a read command never renders one)."""
+    import yaml
+    return yaml
+
+
 def _json(value: Any) -> bytes:
     return json.dumps(value, indent=1, sort_keys=True).encode()
 
@@ -267,6 +270,7 @@ def _iso_name(name: str, directory: bool) -> str:
 
 def iso_bytes(seed: SeedPlan) -> bytes:
     """The seed volume: ISO9660 labelled for cloud-init, with Rock Ridge and Joliet names."""
+    import pycdlib  # only writing a seed needs it
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=seed.label)
     made: set[str] = set()

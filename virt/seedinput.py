@@ -13,9 +13,6 @@ import ipaddress
 import re
 import struct
 
-import yaml
-from oslo_concurrency import processutils
-
 from virt.errors import InvalidParameter
 
 MAX_USER_DATA = 64 * 1024  # what Nova's metadata service and ConfigDrive accept
@@ -115,6 +112,7 @@ def check_user_data(data, field: str = "seed user_data") -> str:
     if not data.startswith("#cloud-config"):
         raise InvalidParameter(f"{field}: starts with {data[:20]!r}; begin with "
                                "'#cloud-config' (YAML) or '#!' (a script)")
+    import yaml  # imported here: only a seed with user-data needs it
     try:
         parsed = yaml.safe_load(data)
     except yaml.YAMLError as exc:
@@ -140,6 +138,7 @@ def hash_password(password: str) -> str:
     if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD \
             or "\n" in password or "\r" in password:
         raise InvalidParameter(f"password: use one line of 1 to {MAX_PASSWORD} characters")
+    from oslo_concurrency import processutils  # its import costs 40-60 ms: only when used
     try:
         out, _err = processutils.execute("openssl", "passwd", "-6", "-stdin",
                                          process_input=password.encode())

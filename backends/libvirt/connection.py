@@ -20,6 +20,7 @@ import libvirt
 
 from backends.libvirt.events import EventDispatcher, Listener
 from virt.errors import BackendUnavailable
+from virt.events import EventFanout
 
 LOG = logging.getLogger(__name__)
 
@@ -77,13 +78,14 @@ class Connection:
     """
 
     def __init__(self, uri: str, keepalive_interval: int = 5, keepalive_count: int = 5,
-                 max_backoff: float = 30, stop_delay: float = 2.0):
+                 max_backoff: float = 30, stop_delay: float = 2.0,
+                 fanout: EventFanout | None = None):
         start_event_loop()
         self.uri = uri
         self.keepalive_interval = keepalive_interval
         self.keepalive_count = keepalive_count
         self.max_backoff = max_backoff
-        self.events = EventDispatcher(stop_delay)
+        self.events = EventDispatcher(stop_delay, fanout)  # fanout: the driver's listeners
         self._lock = threading.RLock()
         self._conn: libvirt.virConnect | None = None
         self._dead = False
@@ -98,6 +100,13 @@ class Connection:
         """callback(conn) runs after every (re)connect, and now if connected."""
         with self._lock:
             self._resync.append(callback)
+            conn = self._conn if self._usable() else None
+        if conn is not None:
+            callback(conn)
+
+    def if_connected(self, callback: Callable[[libvirt.virConnect], None]) -> None:
+        """callback(conn) now if a connection is open; else nothing (connecting resyncs)."""
+        with self._lock:
             conn = self._conn if self._usable() else None
         if conn is not None:
             callback(conn)

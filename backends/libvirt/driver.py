@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 import libvirt
 from lxml import etree
@@ -53,9 +54,7 @@ from virt.errors import (
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import build_domain, instance_from_domain, interface_for
 from virt.hostprograms import allowed_programs, resolve_host_programs
-from virt.imagecache import ImageCache
 from virt.images import Progress
-from virt.imagestore import LocalImageStore
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -63,10 +62,15 @@ from virt.objects import (
     HostInfo,
     Instance,
     InstanceInfo,
+    InstanceSummary,
     PowerState,
 )
 from virt.recovery import OperationMarker
 from virt.validation import check_image_name, check_instance_name
+
+if TYPE_CHECKING:
+    from virt.imagecache import ImageCache
+    from virt.imagestore import LocalImageStore
 
 LOG = logging.getLogger(__name__)
 
@@ -158,16 +162,24 @@ class LibvirtDriver(ComputeDriver):
         self._connection = Connection(
             self.uri, keepalive_interval=lv.keepalive_interval,
             keepalive_count=lv.keepalive_count, max_backoff=lv.reconnect_max_backoff,
-            stop_delay=event_stop_delay)
+            stop_delay=event_stop_delay, fanout=self.events)
         self._facts: _HostFacts | None = None
         self.owner = os.path.realpath(conf.instances_path)
         # Ownership when last seen, for events of domains already gone.
         self._owned_names: dict[str, bool] = {}
         self._migrations: dict[str, migration.Migration] = {}
-        self._connection.events.accept = self._hears
-        self._connection.add_resync(self._resync)
-        self.store = LocalImageStore.from_conf(conf)
-        self.cache = ImageCache.from_conf(conf)
+        self.events.accept = self._hears
+        self._connection.add_resync(self._on_connect)
+
+    @functools.cached_property
+    def store(self) -> LocalImageStore:
+        from virt.imagestore import LocalImageStore  # made when first used: reads need none
+        return LocalImageStore.from_conf(self.conf)
+
+    @functools.cached_property
+    def cache(self) -> ImageCache:
+        from virt.imagecache import ImageCache
+        return ImageCache.from_conf(self.conf)
 
     @classmethod
     def unavailable_reason(cls, conf) -> str | None:
@@ -222,12 +234,12 @@ class LibvirtDriver(ComputeDriver):
 
     def get_host_info(self) -> HostInfo:
         def read(conn):
-            return conn.getInfo(), conn.getFreeMemory(), conn.getType(), conn.getVersion(), \
-                conn.getCapabilities()
+            return conn.getInfo(), conn.getFreeMemory(), conn.getType()
 
-        (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type, \
-            hv_version, caps = self._call("read host info of", self.uri, read)
-        host_arch, _ = capability_arches(caps)
+        (model, memory_mb, cpus, _mhz, nodes, sockets, _cores, _threads), free, hv_type = \
+            self._call("read host info of", self.uri, read)
+        facts = self._host_facts()  # capabilities and version, read once per connection
+        host_arch, hv_version = facts.arch, facts.hypervisor_version
         total_gb, free_gb, used_gb = filesystem_usage_gb(self.conf.instances_path)
         return HostInfo(
             memory_total=memory_mb, memory_free=free >> 20, memory_dom0=None,
@@ -242,12 +254,43 @@ class LibvirtDriver(ComputeDriver):
             return sorted(dom.name() for dom in conn.listAllDomains() if self._owns_listed(dom))
         return self._call("list the domains of", self.uri, names)
 
+    def list_summaries(self) -> list[InstanceSummary]:
+        """Three calls for the host and one (the metadata) per domain, whatever their number."""
+        def read(conn):
+            owned = {}
+            for dom in conn.listAllDomains():
+                with _vanishing_ignored():
+                    meta = _metadata(dom)
+                    self._owned_names[dom.name()] = self._owns(meta)
+                    if self._owned_names[dom.name()]:
+                        owned[dom.name()] = meta
+            saved = {dom.name() for dom in conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)}
+            states = {dom.name(): stats["state.state"]
+                      for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)}
+            return owned, saved, states
+        owned, saved, states = self._call("list the domains of", self.uri, read)
+        return [InstanceSummary(
+                    name=name, uuid=meta.instance_uuid, image=meta.image,
+                    state=power_state(states[name], name in saved),
+                    vcpus=meta.flavor.vcpus if meta.flavor else None,
+                    memory_mb=meta.flavor.memory_mb if meta.flavor else None)
+                for name, meta in sorted(owned.items()) if name in states]
+
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
-        self._connection.add_listener(callback)
+        super().register_event_listener(callback)
+        # Connecting told nobody (no listener then): the states so far, now.
+        self._connection.if_connected(self._resync)
+
+    def _on_connect(self, conn: libvirt.virConnect) -> None:
+        """After a (re)connect: the host may have changed, and events were missed."""
+        self._facts = None
+        self._resync(conn)
 
     def _resync(self, conn: libvirt.virConnect) -> None:
-        """After a (re)connect, tell listeners every owned guest's state: events were missed."""
-        self._facts = None
+        """Tell listeners every owned guest's state."""
+        if not self.events.has_listeners():
+            return  # nobody to tell: no listing (a CLI command never listens)
         for dom in conn.listAllDomains():
             if self._owns_listed(dom):
                 with _vanishing_ignored():

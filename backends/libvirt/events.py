@@ -1,27 +1,25 @@
 """Domain lifecycle events: libvirt's codes to PowerState, delivered off the loop.
 
-Listeners run on one dispatcher thread, never on the libvirt event loop thread,
-so a slow listener or one that calls back into libvirt cannot stall the loop.
+The driver's EventFanout (virt.events) is called on one dispatcher thread, never
+on the libvirt event loop thread, so a slow listener or one that calls back into
+libvirt cannot stall the loop.
 A STOPPED event is held back for `stop_delay` seconds and dropped if the same
 domain starts again meanwhile: a hard reboot (destroy + start) is not a stop.
-An `accept(name)` filter, asked on the dispatcher thread, decides which
-domains listeners hear of at all (a driver hears only the guests it owns).
+The fan-out's `accept(name)` filter, asked on the dispatcher thread, decides
+which domains listeners hear of at all (a driver hears only the guests it owns).
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
-from collections.abc import Callable
 
 import libvirt
 
+from virt.events import EventFanout, Listener
 from virt.objects import PowerState
 
-LOG = logging.getLogger(__name__)
-
-Listener = Callable[[str, str], None]
+__all__ = ["EventDispatcher", "Listener", "power_state_for_event"]
 
 _IMMEDIATE = {
     libvirt.VIR_DOMAIN_EVENT_STARTED: PowerState.RUNNING,
@@ -46,20 +44,18 @@ def power_state_for_event(event: int, detail: int) -> PowerState | None:
 
 
 class EventDispatcher:
-    """Turns lifecycle callbacks into (name, state value) calls on listeners."""
+    """Turns lifecycle callbacks into (name, state value) deliveries to a fan-out."""
 
-    def __init__(self, stop_delay: float = 2.0):
+    def __init__(self, stop_delay: float = 2.0, fanout: EventFanout | None = None):
         self.stop_delay = stop_delay
-        self._listeners: list[Listener] = []
+        self.fanout = fanout if fanout is not None else EventFanout()
         self._pending_stops: dict[str, threading.Timer] = {}
-        self.accept: Callable[[str], bool] = lambda _name: True
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="virt-libvirt-events", daemon=True).start()
+        self._thread: threading.Thread | None = None
 
     def add_listener(self, callback: Listener) -> None:
-        with self._lock:
-            self._listeners.append(callback)
+        self.fanout.add_listener(callback)
 
     def lifecycle(self, name: str, event: int, detail: int) -> None:
         """Handle one lifecycle event; called on the libvirt event loop thread."""
@@ -82,6 +78,11 @@ class EventDispatcher:
 
     def emit(self, name: str, state: PowerState) -> None:
         """Queue a state for the listeners (also used for resync after a reconnect)."""
+        with self._lock:
+            if self._thread is None:  # started by the first event: most processes hear none
+                self._thread = threading.Thread(target=self._run, name="virt-libvirt-events",
+                                                daemon=True)
+                self._thread.start()
         self._queue.put((name, state.value))
 
     def _release_stop(self, name: str, token: object) -> None:
@@ -94,17 +95,4 @@ class EventDispatcher:
 
     def _run(self) -> None:
         while True:
-            name, value = self._queue.get()
-            try:
-                if not self.accept(name):
-                    continue
-            except Exception:  # a filter's bug must not end event delivery either
-                LOG.exception("event filter failed on %s %s: event dropped", name, value)
-                continue
-            with self._lock:
-                listeners = list(self._listeners)
-            for listener in listeners:
-                try:
-                    listener(name, value)
-                except Exception:  # a listener's bug must not end event delivery
-                    LOG.exception("event listener %r failed on %s %s", listener, name, value)
+            self.fanout.deliver(*self._queue.get())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from virt import chain, seed
+from virt import seed
 from virt.errors import ImageNotFound, InvalidParameter
 from virt.imagestore import LocalImageStore
 from virt.objects import Instance
@@ -34,6 +34,8 @@ def import_missing_image(store: LocalImageStore, name: str, chain_file: BinaryIO
         return False
     except ImageNotFound:
         pass
+    from virt import chain  # only a migration with the chain route needs tarfile and gzip
+
     chain.import_chain(chain_file, store, name, max_size=max_size)
     return True
 

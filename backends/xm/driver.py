@@ -75,7 +75,6 @@ class XmDriver(ComputeDriver):
         self._image_cache = image_cache
         self._sleep = sleep
         self._toolstack: Toolstack | None = None
-        self._listeners: list[Callable[[str, str], None]] = []
         self.config_dir = conf.xm.config_dir
 
     @classmethod
@@ -131,11 +130,8 @@ class XmDriver(ComputeDriver):
         return row
 
     def _emit(self, name: str, state: PowerState) -> None:
-        for callback in list(self._listeners):
-            try:
-                callback(name, state.value)
-            except Exception:  # a listener's bug must not fail the operation
-                LOG.exception("event listener failed for %s", name)
+        """xm has no event stream: listeners hear the state changes this driver makes."""
+        self.events.deliver(name, state.value)
 
     # -- host -------------------------------------------------------------
 
@@ -396,10 +392,6 @@ class XmDriver(ComputeDriver):
                  compress: bool = False, progress=None) -> None:
         raise HypervisorError("snapshot is not supported by the xm backend: "
                               "use the libvirt backend")
-
-    def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
-        """xm has no event stream: listeners hear the state changes this driver makes."""
-        self._listeners.append(callback)
 
     # -- migration --------------------------------------------------------
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from virt import images
-from virt.cli import ProgressBar, main, parse_nic
+from virt.cli import main, parse_nic
+from virt.cli_output import ProgressBar
 from virt.objects import NIC
 
 from .test_images import make_qcow2_with_backing
@@ -259,3 +260,35 @@ def test_cleanup_reports_what_it_freed(config, tmp_path):
     assert os.listdir(store) == [] and os.listdir(outside) == []
     code, out, _ = run_cli(config, "cleanup")
     assert (code, out) == (0, "freed 0 bytes in 0 leftover(s) of killed operations\n")
+
+
+def _leaf_parsers(parser):
+    """(command words, parser) of every command that runs something."""
+    import argparse
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for words, leaf in _leaf_parsers(sub):
+                    yield (name, *words), leaf
+            return
+    yield (), parser
+
+
+def test_every_command_has_its_handler_registered_beside_its_parser():
+    from virt.cli import Commands, build_parser
+    leaves = dict(_leaf_parsers(build_parser()))
+    assert ("image", "import-chain") in leaves and ("list",) in leaves
+    for words, parser in leaves.items():
+        handler = parser.get_default("handler")
+        assert handler is not None, words
+        assert getattr(Commands, handler.__name__) is handler, words
+
+
+def test_a_bug_in_a_command_shows_as_a_traceback_not_as_an_error_line(config, monkeypatch):
+    from virt.cli import Commands
+
+    def buggy(self):
+        raise ValueError("a bug")
+    monkeypatch.setattr(Commands, "do_image_list", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["--config-file", config, "image", "list"])

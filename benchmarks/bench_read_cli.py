@@ -1,0 +1,178 @@
+"""Read commands as processes against their peers, and a full listing in process.
+
+Process pairs, alternated round by round (the order flips every round) so
+that both sides see the same load: `virt-driver list --all` / `virsh list
+--all`, `show` / `virsh dominfo`, `host-info` / `virsh nodeinfo`, `image
+list` / a bare Python reading the store's records. Timed from exec to exit
+(os.wait4), with the peak RSS of each process. In process: the driver's
+list_summaries against bare libvirt-python (listAllDomains and one info()
+per domain) on one open connection, alternated too.
+
+GUESTS shut-off domains built from describe_spawn (the driver's own XML and
+metadata) are defined for the run and undefined after; nothing is started.
+
+The commands run with bytecode caches, as from an installed package: the
+environment's PYTHONDONTWRITEBYTECODE is dropped for them and one untimed
+run of each writes the caches first (without them, compiling the project's
+modules costs virt-driver 100-400 ms a run).
+
+Run: .venv/bin/python benchmarks/bench_read_cli.py [ROUNDS] [GUESTS]
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import libvirt
+
+from virt import images
+from virt.conf import make_conf
+from virt.driver import load_driver
+from virt.imagestore import LocalImageStore
+from virt.objects import Flavor, Instance
+
+CLI = os.path.join(os.path.dirname(sys.executable), "virt-driver")
+URI = "qemu:///system"
+PREFIX = "cl-bench-"
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+BARE_IMAGE_LIST = ("import json, os, sys\n"
+                   "d = sys.argv[1]\n"
+                   "for n in sorted(os.listdir(d)):\n"
+                   "    if n.endswith('.json'):\n"
+                   "        with open(os.path.join(d, n)) as f:\n"
+                   "            r = json.load(f)\n"
+                   "        print(n[:-5], r.get('format'), r.get('virtual_size'))\n")
+
+
+def run_measured(argv: list[str]) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in KiB) of one command, which must succeed.
+
+    Started through GNU time, which reports the peak RSS: a child of this
+    process would inherit this process's own peak in its ru_maxrss. Its
+    cost (one small exec) is the same for both sides of a pair.
+    """
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.perf_counter()
+        proc = subprocess.Popen(["/usr/bin/time", "-o", report.name, "-f", "%M", *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status):
+            sys.exit(f"{argv} failed: {proc.stderr.read().decode()}")
+        proc.stderr.close()
+        return elapsed, usage.ru_utime + usage.ru_stime, int(report.read().split()[-1])
+
+
+def paired(ours, peer, rounds: int) -> tuple[list, list]:
+    """Both callables run once per round, the order flipped every round."""
+    a, b = [], []
+    for i in range(rounds):
+        if i % 2:
+            b.append(peer())
+            a.append(ours())
+        else:
+            a.append(ours())
+            b.append(peer())
+    return a, b
+
+
+def figures(label: str, peer_label: str, ours: list[float], peer: list[float]) -> None:
+    mo, mp = statistics.median(ours), statistics.median(peer)
+    print(f"{label}: {mo * 1e3:.1f} ms median ({min(ours) * 1e3:.1f}-{max(ours) * 1e3:.1f})"
+          f" vs {peer_label} {mp * 1e3:.1f} ms ({min(peer) * 1e3:.1f}-{max(peer) * 1e3:.1f})"
+          f": ratio {mo / mp:.2f}x")
+
+
+def define_guests(conf, count: int) -> list[str]:
+    driver = load_driver(conf)
+    conn = libvirt.open(URI)
+    names = []
+    try:
+        for i in range(count):
+            instance = Instance(name=f"{PREFIX}{i}", image="bench",
+                                flavor=Flavor(memory_mb=64, vcpus=1))
+            conn.defineXML(driver.describe_spawn(instance, "bench"))
+            names.append(instance.name)
+    finally:
+        conn.close()
+        driver.close()
+    return names
+
+
+def remove_guests() -> None:
+    conn = libvirt.open(URI)
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(PREFIX):
+                dom.undefine()
+    finally:
+        conn.close()
+
+
+def in_process(conf, rounds: int) -> None:
+    driver = load_driver(conf)
+    conn = libvirt.open(URI)
+
+    def ours():
+        start = time.perf_counter()
+        driver.list_summaries()
+        return time.perf_counter() - start
+
+    def bare():
+        start = time.perf_counter()
+        [(dom.name(), dom.info()) for dom in conn.listAllDomains()]
+        return time.perf_counter() - start
+    ours(), bare()  # both connections open and warm
+    a, b = paired(ours, bare, rounds * 4)
+    figures("in process: list_summaries", "bare listAllDomains + info()", a, b)
+    conn.close()
+    driver.close()
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    work = tempfile.mkdtemp(prefix="bench-read-", dir="/tmp")
+    config = os.path.join(work, "virt-driver.conf")
+    with open(config, "w") as f:
+        f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n")
+    conf = make_conf(["--config-file", config])
+    raw = os.path.join(work, "bench.raw")
+    images.create_image("raw", raw, "1M")
+    store = LocalImageStore.from_conf(conf)
+    store.import_image("bench", raw, "raw")
+    vd = [CLI, "--config-file", config]
+    try:
+        names = define_guests(conf, count)
+        cases = [
+            ("list --all", [*vd, "list", "--all"], "virsh list --all",
+             ["virsh", "-c", URI, "list", "--all"]),
+            ("show", [*vd, "show", names[0]], "virsh dominfo",
+             ["virsh", "-c", URI, "dominfo", names[0]]),
+            ("host-info", [*vd, "host-info"], "virsh nodeinfo",
+             ["virsh", "-c", URI, "nodeinfo"]),
+            ("image list", [*vd, "image", "list"], "python reading the records",
+             [sys.executable, "-c", BARE_IMAGE_LIST, store.directory]),
+        ]
+        print(f"{count} guests defined, {rounds} rounds")
+        for label, argv, peer_label, peer_argv in cases:
+            run_measured(argv), run_measured(peer_argv)  # untimed: caches written, pages warm
+            ours, peer = paired(lambda a=argv: run_measured(a),
+                                lambda a=peer_argv: run_measured(a), rounds)
+            figures(f"virt-driver {label}", peer_label, [t for t, _, _ in ours],
+                    [t for t, _, _ in peer])
+            figures("  CPU", "", [c for _, c, _ in ours], [c for _, c, _ in peer])
+            print(f"  peak RSS {max(r for _, _, r in ours) / 1024:.1f} MiB vs "
+                  f"{max(r for _, _, r in peer) / 1024:.1f} MiB")
+        in_process(conf, rounds)
+    finally:
+        remove_guests()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
