@@ -150,7 +150,10 @@ class Connection:
 
     def _reconnect(self) -> None:
         self._drop()
-        deadline = time.monotonic() + self.max_backoff
+        # Only a connection that once worked is waited for (a daemon restarting);
+        # the first attempt fails at once, so a CLI run against a stopped
+        # libvirtd says so without a pause.
+        deadline = time.monotonic() + (self.max_backoff if self.connect_count else 0)
         delay = _FIRST_RETRY_DELAY
         while True:
             try:

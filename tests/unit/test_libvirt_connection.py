@@ -148,3 +148,15 @@ def test_refused_call_is_not_retried():
         assert len(calls) == 1 and conn.connect_count == 1
     finally:
         conn.close()
+
+
+def test_the_first_connection_fails_at_once_without_waiting_out_the_backoff(monkeypatch):
+    """Nothing ever answered: a CLI run against a stopped libvirtd says so without a pause."""
+    import backends.libvirt.connection as connection
+
+    slept: list[float] = []
+    monkeypatch.setattr(connection.time, "sleep", slept.append)
+    conn = Connection("qemu+unix:///system?socket=/nonexistent/libvirt-sock", max_backoff=30)
+    with pytest.raises(BackendUnavailable, match="cannot connect to libvirt at"):
+        conn.get()
+    assert slept == []
