@@ -13,6 +13,7 @@ packages=(
     bindfs
     virtinst libxenmisc4.17 cloud-image-utils mmdebstrap
     openssh-client openssl iproute2 e2fsprogs
+    shellcheck
 )
 
 say() { printf 'bootstrap: %s\n' "$*"; }
@@ -48,6 +49,6 @@ say "creating virtualenv $venv"
 "$python" -m venv "$venv" || die "could not create $venv (is python3-venv installed?)"
 "$venv/bin/pip" install -q --upgrade pip setuptools wheel
 say "installing virt-driver and its test tools into $venv"
-"$venv/bin/pip" install -q -e "$here[test]" || die "pip install failed (see above)"
+"$venv/bin/pip" install -q -e "${here}[test]" || die "pip install failed (see above)"
 touch "$stamp"
 say "done"

@@ -41,6 +41,8 @@ fi
 work=$(mktemp -d "$out/.vd-tmp-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 say "mmdebstrap $suite (packages: $packages)"
+# The hooks run later, in mmdebstrap's shell, where $1 is the root: single quotes on purpose.
+# shellcheck disable=SC2016
 mmdebstrap --quiet --variant=apt --include="$packages" \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo debian-guest > "$1/etc/hostname"' \
@@ -50,8 +52,9 @@ mmdebstrap --quiet --variant=apt --include="$packages" \
 mkdir "$work/root"
 tar -C "$work/root" --numeric-owner -xpf "$work/rootfs.tar"
 rm "$work/rootfs.tar"
-cp "$(ls "$work"/root/boot/vmlinuz-* | sort -V | tail -1)" "$work/vmlinuz"
-cp "$(ls "$work"/root/boot/initrd.img-* | sort -V | tail -1)" "$work/initrd.img"
+newest() { printf '%s\n' "$@" | sort -V | tail -1; }
+cp "$(newest "$work"/root/boot/vmlinuz-*)" "$work/vmlinuz"
+cp "$(newest "$work"/root/boot/initrd.img-*)" "$work/initrd.img"
 truncate -s "$size" "$work/disk.raw"
 mkfs.ext4 -q -F -L rootfs -d "$work/root" "$work/disk.raw"
 for f in disk.raw vmlinuz initrd.img; do mv "$work/$f" "$out/$f"; done

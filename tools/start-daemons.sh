@@ -66,13 +66,13 @@ ensure_accounts() {
 set_conf() {
     local key=$1 value=$2
     [ -f "$qemu_conf" ] || : >"$qemu_conf"
-    if grep -Eq "^[[:space:]]*$key[[:space:]]*=[[:space:]]*\"$value\"[[:space:]]*$" "$qemu_conf" \
-        && [ "$(grep -Ec "^[[:space:]]*$key[[:space:]]*=" "$qemu_conf")" = 1 ]; then
+    if grep -Eq "^[[:space:]]*${key}[[:space:]]*=[[:space:]]*\"$value\"[[:space:]]*$" "$qemu_conf" \
+        && [ "$(grep -Ec "^[[:space:]]*${key}[[:space:]]*=" "$qemu_conf")" = 1 ]; then
         return 1
     fi
     local tmp
     tmp=$(mktemp "$qemu_conf.XXXXXX")
-    { grep -Ev "^[[:space:]]*$key[[:space:]]*=" "$qemu_conf" || true
+    { grep -Ev "^[[:space:]]*${key}[[:space:]]*=" "$qemu_conf" || true
       printf '%s = "%s"\n' "$key" "$value"; } >"$tmp"
     chmod 644 "$tmp"
     mv -f "$tmp" "$qemu_conf"

@@ -42,7 +42,7 @@ say() { printf 'two-hosts: %s\n' "$*" >&2; }
 
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 is_zombie() { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
-pidfile_pid() { [ -s "$1" ] && cat "$1" || true; }
+pidfile_pid() { if [ -s "$1" ]; then cat "$1"; fi; }
 owned_by_host() { grep -qF " $(hdir "$2")/run/libvirt /run/libvirt " "/proc/$1/mountinfo" 2>/dev/null; }
 owned_storage() {
     [ "$(cat "/proc/$1/comm" 2>/dev/null)" = bindfs ] \
@@ -51,10 +51,10 @@ owned_storage() {
 }
 
 kill_wait() {  # a pid already proven ours: TERM, up to 10 s, then KILL
-    local p=$1 i
+    local p=$1 _
     pid_alive "$p" || return 0
     kill "$p" 2>/dev/null || true
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         pid_alive "$p" || return 0
         is_zombie "$p" && return 0   # the machine's init reaps late
         sleep 0.1
@@ -158,8 +158,8 @@ ns_pid() {  # a live pid inside host $1's namespace (virtlogd outlives libvirtd)
 }
 
 wait_uri() {
-    local i
-    for i in $(seq 240); do
+    local _
+    for _ in $(seq 240); do
         virsh -c "$1" version >/dev/null 2>&1 && return 0
         sleep 0.25
     done

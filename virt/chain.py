@@ -123,7 +123,7 @@ def _write_tarball(staged: list[ChainFile], fileobj: BinaryIO, progress: Progres
     now = int(time.time())
     with gzip.GzipFile(fileobj=fileobj, mode="wb", compresslevel=compresslevel, mtime=now) as gz, \
             tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_CHUNK,
-                         copybufsize=_CHUNK) as tar:
+                         copybufsize=_CHUNK) as tar:  # type: ignore[call-overload]  # TarFile's
         for member in staged:
             with open(member.path, "rb") as f:
                 info = tarfile.TarInfo(member.name)
@@ -204,7 +204,9 @@ def _unpack(fileobj: BinaryIO, staging: str, max_size: int, meter: _Meter) -> li
     names: list[str] = []
     total = 0
     try:
-        with gzip.GzipFile(fileobj=_MeteredReader(fileobj, meter), mode="rb") as gz, \
+        # A stream: GzipFile seeks only to rewind, which reading once never does.
+        with gzip.GzipFile(fileobj=_MeteredReader(fileobj, meter),  # type: ignore[call-overload]
+                           mode="rb") as gz, \
                 tarfile.open(fileobj=gz, mode="r|", bufsize=_CHUNK,
                              tarinfo=_BoundedHeaderInfo) as tar:
             for member in tar:
@@ -272,6 +274,7 @@ def _member_name(member: tarfile.TarInfo) -> str | None:
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
     """Copy one member, leaving runs of zeros as holes (disk images are mostly zeros)."""
     source = tar.extractfile(member)
+    assert source is not None  # _member_name let regular files through only
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as out:

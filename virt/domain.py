@@ -17,6 +17,7 @@ reads the domain's own numeric fields at once.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Iterable
 from keyword import iskeyword
@@ -186,7 +187,7 @@ class Field:
         self.name = ""
         self.what = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
+    def __set_name__(self, owner: type[Model], name: str) -> None:
         self.name = name
         words = [_localname(t) for t in ((owner.TAG,) if not self.tags else self.tags)]
         if self.tags and owner.TAG not in ("domain", ""):
@@ -328,6 +329,7 @@ class ByType(Field):
 class AttrList(Field):
     """One attribute of repeated elements, as a list: <boot dev='hd'/><boot dev='cdrom'/>."""
 
+    attr: str  # declared as 'tag/@attr', never the text
     plain = False
 
     def read(self, node: etree._Element) -> list[str]:
@@ -466,10 +468,10 @@ class _Source:
         return lines
 
 
-def _keyword(name: str) -> bool:
+def _keyword(name: str | None) -> bool:
     """Whether an attribute can be passed to lxml as a literal keyword (about 15% faster
     than an attribute dict)."""
-    return name.isidentifier() and not iskeyword(name)
+    return name is not None and name.isidentifier() and not iskeyword(name)
 
 
 def _literal_keywords(src: _Source, text: Field | None, flag: Field | None,
@@ -487,6 +489,7 @@ def _literal_keywords(src: _Source, text: Field | None, flag: Field | None,
         condition.append("g")
     for index, f in enumerate(attrs):
         expr = src.value(f, given, defaults)
+        assert expr is not None  # attrs holds the fields with a value only
         if f.name in given:
             src.lines.append(f"    v{index} = {expr}")
             condition.append(f"v{index} is not None")
@@ -561,7 +564,7 @@ class Model:
     _builders: ClassVar[dict[tuple[str, ...], Callable]]
     __slots__ = ("_node", "_maker", "_values")  # a pending object: _node None, made by
     # _maker(parent, _values) (a generated builder) when attached or first used
-    __hash__ = None  # mutable
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -591,7 +594,7 @@ class Model:
                 groups[f.tags[0]].append(f)
             else:
                 steps.append((f.first_tag, f))
-        steps.sort(key=lambda step: cls._rank.get(step[0], len(cls.ORDER)))
+        steps.sort(key=lambda step: cls._rank.get(step[0] or "", len(cls.ORDER)))
         return (own, *(step for _, step in steps))
 
     @classmethod
@@ -612,7 +615,7 @@ class Model:
     @classmethod
     def builder_source(cls, *names: str) -> str:
         """The code generated to build from these fields, to read or step through."""
-        return cls._generate(names).__doc__
+        return cls._generate(names).__doc__ or ""
 
     @classmethod
     def _generate(cls, names: tuple[str, ...]) -> Callable:
@@ -627,13 +630,15 @@ class Model:
         src.lines.append("def build(parent, values):")
         own = [f for f in own if src.value(f, given, defaults) is not None]
         for f in own:
-            src.own[f.attr] = src.value(f, given, defaults)
+            value = src.value(f, given, defaults)
+            assert f.attr is not None and value is not None  # _plan: own attributes only
+            src.own[f.attr] = value
             if f.name not in given and f.conv is STR:
                 src.constants[f.attr] = defaults[f.name]
         literal = _literal_keywords(src, None, None, own, given, defaults)
         if literal is not None:
-            condition, keywords = literal
-            keywords = ", ".join([*keywords, *([f"nsmap={nsmap}"] if cls.NSMAP else [])])
+            condition, given_keywords = literal
+            keywords = ", ".join([*given_keywords, *([f"nsmap={nsmap}"] if cls.NSMAP else [])])
             keywords = keywords and f", {keywords}"
             if condition:
                 src.lines.append(f"    if {' and '.join(condition)}:")
@@ -1204,7 +1209,7 @@ class Domain(Model):
             raise _parse_error(f"root element is <{element.tag}>, not <domain>")
         return cls.from_element(element)
 
-    def devices_of(self, kind: type[Model]) -> list:
+    def devices_of(self, kind: builtins.type[Model]) -> list:
         """The devices of one class, in document order: domain.devices_of(Disk)."""
         devices = self.node.find("devices")
         if devices is None:

@@ -97,7 +97,7 @@ def qemu_img(*args: str, limits: Limits | None = None,
                                          preexec_fn=die_with_parent)
     except processutils.ProcessExecutionError as exc:
         raise ImageError(f"qemu-img {args[0]} failed (exit {exc.exit_code})",
-                         exc.stderr or "", exc.exit_code, exc.stdout or "") from None
+                         exc.stderr or "", _exit_code(exc), exc.stdout or "") from None
     except OSError as exc:
         raise ImageError(f"cannot run {argv[0]}: {exc.strerror}; install qemu-utils") from None
     return out
@@ -322,6 +322,11 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "LC_ALL": "C"}
 
 
+def _exit_code(exc: processutils.ProcessExecutionError) -> int | None:
+    """processutils types the code loosely (it may be given as a string)."""
+    return None if exc.exit_code is None else int(exc.exit_code)
+
+
 def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
     """qemu-img with -p, its "(12.34/100%)" updates passed on as fractions.
 
@@ -331,8 +336,9 @@ def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
     proc = subprocess.Popen(["qemu-img", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=_environment(),
                             preexec_fn=die_with_parent)
+    assert proc.stdout is not None and proc.stderr is not None  # both PIPE
     buf, fraction = b"", 0.0
-    while chunk := proc.stdout.read1(4096):
+    while chunk := proc.stdout.read1(4096):  # type: ignore[attr-defined]  # a BufferedReader
         *done, buf = re.split(rb"[\r\n]", buf + chunk)
         for match in map(_PROGRESS.search, done):
             if match:

@@ -17,6 +17,7 @@ removes, as it removes files no record names.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import hashlib
@@ -244,7 +245,7 @@ class LocalImageStore:
     def list(self) -> list[StoredImage]:
         return self.scan()[0]
 
-    def _names(self) -> list[str]:
+    def _names(self) -> builtins.list[str]:
         with contextlib.suppress(FileNotFoundError):
             return sorted(entry[:-len(_RECORD_SUFFIX)] for entry in os.listdir(self.directory)
                           if entry.endswith(_RECORD_SUFFIX) and not entry.startswith("."))
@@ -274,7 +275,7 @@ class LocalImageStore:
             raise InvalidParameter(f"image {name!r} already exists: delete it first "
                                    "or choose another name")
 
-    def reclaim(self) -> list[Reclaimed]:
+    def reclaim(self) -> builtins.list[Reclaimed]:
         """Remove what killed operations left in the store; see the module docstring."""
         if not os.path.isdir(self.directory):
             return []
@@ -302,7 +303,7 @@ class LocalImageStore:
             fsync_path(self.directory)
         return reclaimed
 
-    def _reclaim_orphans(self, named: set[str]) -> list[Reclaimed]:
+    def _reclaim_orphans(self, named: set[str]) -> builtins.list[Reclaimed]:
         """Image files no record names (the caller holds the exclusive directory lock)."""
         orphans = []
         for entry in sorted(os.listdir(self.directory)):

@@ -67,7 +67,8 @@ class OperationMarker:
     """
 
     def __init__(self, directory: str, kind: str, **data: str):
-        self._held = held_temporary(directory, _MARKER + kind)
+        self._held: contextlib.AbstractContextManager[str] | None = held_temporary(
+            directory, _MARKER + kind)
         self.path = self._held.__enter__()
         with open(self.path, "w") as f:
             json.dump(data, f)

@@ -191,7 +191,7 @@ def _netconfig_v1(p: SeedPlan) -> dict[str, Any]:
 
 
 def _nocloud_files(p: SeedPlan) -> dict[str, bytes]:
-    meta = {"instance-id": p.instance_id, "local-hostname": p.hostname}
+    meta: dict[str, object] = {"instance-id": p.instance_id, "local-hostname": p.hostname}
     if p.ssh_keys:
         meta["public-keys"] = list(p.ssh_keys)
     files = {
