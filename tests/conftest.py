@@ -1,9 +1,33 @@
-"""Shared pytest options: `--regen-golden` rewrites the golden files."""
+"""Fixtures every test directory may use.
+
+- `golden` and the `--regen-golden` option (rewrites the golden files).
+- `libvirt_daemons` (session): runs tools/start-daemons.sh once, gives the URI.
+- `libvirt_system`: a live connection to qemu:///system, shared while alive:
+  after restart_libvirtd() the next test gets a fresh one.
+- `demo_guest` (session): builds the tiny real busybox guest once.
+- `xm_env`: an XmDriver on the toolstack double, for xl and for xm.
+"""
+
+from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 
+import libvirt
 import pytest
+
+from tests.support.guests import (
+    BUILD_DEMO_GUEST,
+    DEMO_GUEST_DIR,
+    START_DAEMONS,
+    SYSTEM_URI,
+    DemoGuest,
+    close_connections,
+    live_connection,
+    run_tool,
+)
+from tests.support.xm import Env
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
@@ -37,3 +61,44 @@ def golden(request):
                         f"if the change is intended):\n{diff}")
 
     return check
+
+
+@pytest.fixture(scope="session")
+def libvirt_daemons() -> str:
+    """Make sure virtlogd and libvirtd run (once per session); the URI to use."""
+    if os.geteuid() != 0:
+        pytest.fail("functional tests need root: libvirtd and QEMU guests run as root",
+                    pytrace=False)
+    run_tool("starting libvirtd", str(START_DAEMONS))
+    return SYSTEM_URI
+
+
+@pytest.fixture
+def libvirt_system(libvirt_daemons: str) -> libvirt.virConnect:
+    """An open, live connection to qemu:///system (shared while it stays alive)."""
+    return live_connection(libvirt_daemons)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connections() -> Iterator[None]:
+    yield
+    close_connections()
+
+
+@pytest.fixture(scope="session")
+def demo_guest() -> DemoGuest:
+    """Build (or reuse) the demo guest under build/demo-guest, once per session."""
+    run_tool("building the demo guest", str(BUILD_DEMO_GUEST), str(DEMO_GUEST_DIR))
+    guest = DemoGuest(kernel=str(DEMO_GUEST_DIR / "vmlinuz"),
+                      initrd=str(DEMO_GUEST_DIR / "initrd.img"),
+                      disk=str(DEMO_GUEST_DIR / "disk.raw"))
+    for path in (guest.kernel, guest.initrd, guest.disk):
+        if not os.path.isfile(path):
+            pytest.fail(f"build-demo-guest.sh succeeded but {path} is missing", pytrace=False)
+    return guest
+
+
+@pytest.fixture(params=["xl", "xm"])
+def xm_env(request, tmp_path, monkeypatch) -> Env:
+    """An XmDriver on the toolstack double, once with each spelling (xl, xm)."""
+    return Env(tmp_path, monkeypatch, request.param)

@@ -15,8 +15,8 @@ import uuid
 import libvirt
 import pytest
 
-from ..functional.conftest import SYSTEM_URI, demo_guest, libvirt_daemons  # noqa: F401
-from .conftest import report, sha256s
+from tests.support.faults import report, sha256s
+from tests.support.guests import SYSTEM_URI
 
 BOOT_STEPS = [
     "qemu-img convert before",  # fetching the base into the cache

@@ -6,11 +6,9 @@ import os
 
 import pytest
 
+from tests.support.faults import report, sha256s
+from tests.support.images import make_chain, qemu_io
 from virt import images
-
-from ..unit.test_chain import make_chain
-from ..unit.test_images import qemu_io
-from .conftest import report, sha256s
 
 IMPORT_STEPS = [
     "qemu-img info before",  # the private copy exists, inspection runs

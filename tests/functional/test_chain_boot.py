@@ -23,7 +23,7 @@ from lxml import etree
 from lxml.builder import E
 from oslo_concurrency import processutils
 
-from tests.functional.conftest import (
+from tests.support.guests import (
     SYSTEM_URI,
     DemoGuest,
     console_lines,

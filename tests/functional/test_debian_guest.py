@@ -17,7 +17,7 @@ import time
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import PROJECT_DIR, _run_tool
+from tests.support.guests import PROJECT_DIR, run_tool
 from virt.conf import make_conf
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, Instance, SeedConfig
@@ -62,7 +62,7 @@ class Guest:
 
 @pytest.fixture(scope="module")
 def debian_guest(tmp_path_factory, libvirt_daemons):
-    _run_tool("building the Debian guest", str(PROJECT_DIR / "tools" / "build-debian-guest.sh"),
+    run_tool("building the Debian guest", str(PROJECT_DIR / "tools" / "build-debian-guest.sh"),
               str(GUEST_DIR))
     state = tmp_path_factory.mktemp("debian")
     conf = make_conf(virt_type="qemu", state_path=str(state), boot_file_dirs=[str(GUEST_DIR)],

@@ -22,7 +22,7 @@ from lxml import etree
 from lxml.builder import E
 from oslo_concurrency import processutils
 
-from tests.functional.conftest import (
+from tests.support.guests import (
     BUILD_DEMO_GUEST,
     DEMO_GUEST_DIR,
     START_DAEMONS,

@@ -14,17 +14,15 @@ import subprocess
 import libvirt
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import (
+from tests.support.guests import (
     DEMO_GUEST_DIR,
     console_lines,
+    demo_conf,
     read_disk_marker,
     wait_for_console,
 )
 from virt.cli import main
-from virt.conf import make_conf
 from virt.errors import InvalidParameter, Timeout, UnsafeImage
-from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, Instance
 
 FLAVOR = Flavor(memory_mb=128, vcpus=1, root_gb=1, name="liveops")
@@ -32,18 +30,8 @@ PREFIX = "lo-vol-"
 
 
 @pytest.fixture
-def driver(tmp_path, libvirt_daemons, demo_guest):
-    conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "state"),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=0)
-    LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
-                                                 {"arch": "x86_64"})
-    driver = LibvirtDriver(conf)
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith(PREFIX):  # other tests' guests share this libvirtd
-            driver.destroy(driver.get_instance(name))
-    driver.close()
+def driver(tmp_path, libvirt_daemons, demo_driver):
+    return demo_driver(demo_conf(tmp_path / "state", libvirt_daemons), PREFIX, init_host=False)
 
 
 def _guest(driver, demo_guest, suffix):

@@ -8,7 +8,7 @@ import libvirt
 import pytest
 
 from backends.libvirt.connection import Connection
-from tests.functional.conftest import remove_domain, restart_libvirtd
+from tests.support.guests import remove_domain, restart_libvirtd
 from virt.conf import make_conf
 from virt.errors import BackendUnavailable
 from virt.guest import build_domain

@@ -15,16 +15,18 @@ import libvirt
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import (
+from tests.support.guests import (
     DEMO_GUEST_DIR,
     console_lines,
+    demo_conf,
+    demo_store,
     read_disk_marker,
     restart_libvirtd,
     wait_for_console,
+    wait_for_event,
 )
 from virt.conf import make_conf
 from virt.errors import HypervisorError, SpawnError, VirtError
-from virt.imagestore import LocalImageStore
 from virt.objects import NIC, BlockDevice, Flavor, Instance, PowerState
 
 FLAVOR = Flavor(memory_mb=192, vcpus=2, root_gb=1, name="demo")
@@ -38,29 +40,18 @@ def state_dir(tmp_path_factory):
 
 @pytest.fixture
 def conf(state_dir, libvirt_daemons):
-    return make_conf(virt_type="qemu", state_path=str(state_dir),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=30,
+    return demo_conf(state_dir, libvirt_daemons, libvirt__shutdown_timeout=30,
                      libvirt__shutdown_retry_interval=3, libvirt__wait_soft_reboot_seconds=60)
 
 
 @pytest.fixture
 def store(conf, demo_guest):
-    store = LocalImageStore.from_conf(conf)
-    if "demo" not in [image.name for image in store.list()]:
-        store.import_image("demo", demo_guest.disk, "raw", {"arch": "x86_64"})
-    return store
+    return demo_store(conf, demo_guest)
 
 
 @pytest.fixture
-def driver(conf, store):
-    driver = LibvirtDriver(conf)
-    driver.init_host("localhost")
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith("fn-"):
-            driver.destroy(driver.get_instance(name))
-    driver.close()
+def driver(conf, demo_driver):
+    return demo_driver(conf, "fn-")
 
 
 @pytest.fixture
@@ -80,17 +71,6 @@ def _instance(demo_guest, name: str, action: str = "wait", **params) -> Instance
 def _paths(conf, instance):
     directory = os.path.join(conf.instances_path, instance.uuid)
     return directory, os.path.join(directory, "disk"), os.path.join(directory, "console.log")
-
-
-def _wait_for_event(got, expected, timeout=60.0):
-    """Events up to and including `expected` (a (name, state) pair)."""
-    seen = []
-    while expected not in seen:
-        try:
-            seen.append(got.get(timeout=timeout))
-        except queue.Empty:
-            pytest.fail(f"no {expected} event within {timeout:.0f}s; saw {seen}")
-    return seen
 
 
 def _nothing_left(conf, instance):
@@ -114,12 +94,12 @@ def test_guest_sees_its_flavor_and_keeps_its_disk_through_a_power_cycle(
     mem_kb = int(next(line for line in lines if line.startswith("mem_kb="))[7:])
     assert 150 * 1024 < mem_kb <= 192 * 1024
     assert "VIRT-DEMO ready" in driver.get_console_output(instance)
-    _wait_for_event(events, ("fn-cycle", "running"))
+    wait_for_event(events, ("fn-cycle", "running"))
 
     driver.power_off(instance)  # the guest hears the ACPI button and powers off
     assert driver.get_info(instance).state is PowerState.SHUTOFF
     assert "power button" in console_lines(console)
-    _wait_for_event(events, ("fn-cycle", "shutoff"))
+    wait_for_event(events, ("fn-cycle", "shutoff"))
     assert "boot=1 " in (read_disk_marker(disk, "qcow2") or "")
     assert read_disk_marker(driver.cache.base_path(store.get("demo"))) is None
 
@@ -178,7 +158,7 @@ def test_soft_reboot_pause_and_suspend(driver, conf, store, demo_guest, events):
     wait_for_console(console, "ready", count=3)
     assert driver.get_instance("fn-states").flavor == FLAVOR
 
-    seen = _wait_for_event(events, ("fn-states", "suspended"))
+    seen = wait_for_event(events, ("fn-states", "suspended"))
     # The stop inside the soft reboot was followed by a start: never reported.
     assert ("fn-states", "shutoff") not in seen
     states = iter(s for n, s in seen if n == "fn-states")
@@ -219,13 +199,13 @@ def test_next_call_after_a_libvirtd_restart_works_and_events_return(
         driver, conf, demo_guest, events):
     instance = _instance(demo_guest, "fn-restart")
     driver.spawn(instance, "demo")
-    _wait_for_event(events, ("fn-restart", "running"))
+    wait_for_event(events, ("fn-restart", "running"))
     restart_libvirtd()
     # The first call after the restart goes through without any help.
     assert driver.get_info(instance).state is PowerState.RUNNING
-    _wait_for_event(events, ("fn-restart", "running"))  # the resync after reconnecting
+    wait_for_event(events, ("fn-restart", "running"))  # the resync after reconnecting
     driver.pause(instance)
-    _wait_for_event(events, ("fn-restart", "paused"))
+    wait_for_event(events, ("fn-restart", "paused"))
     driver.unpause(instance)
 
     with pytest.raises(HypervisorError, match="reachable"):

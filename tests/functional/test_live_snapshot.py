@@ -12,16 +12,14 @@ import queue
 import libvirt
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import (
-    DEMO_GUEST_DIR,
+from tests.support.guests import (
     console_lines,
+    demo_conf,
+    demo_store,
     read_disk_marker,
     wait_for_console,
 )
 from virt import images
-from virt.conf import make_conf
-from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, Instance, PowerState
 
 FLAVOR = Flavor(memory_mb=128, vcpus=1, root_gb=1, name="liveops")
@@ -34,22 +32,18 @@ def state_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def store(state_dir, libvirt_daemons, demo_guest):
-    conf = _conf(state_dir, libvirt_daemons)
-    store = LocalImageStore.from_conf(conf)
-    if "demo" not in [image.name for image in store.list()]:
-        store.import_image("demo", demo_guest.disk, "raw", {"arch": "x86_64"})
-    return store
+def conf(state_dir, libvirt_daemons):
+    return demo_conf(state_dir, libvirt_daemons)
 
 
 @pytest.fixture
-def driver(state_dir, libvirt_daemons, store):
-    driver = LibvirtDriver(_conf(state_dir, libvirt_daemons))
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith(PREFIX):  # other tests' guests share this libvirtd
-            driver.destroy(driver.get_instance(name))
-    driver.close()
+def store(conf, demo_guest):
+    return demo_store(conf, demo_guest)
+
+
+@pytest.fixture
+def driver(conf, demo_driver):
+    return demo_driver(conf, PREFIX, init_host=False)
 
 
 @pytest.fixture
@@ -57,12 +51,6 @@ def system(libvirt_daemons):
     conn = libvirt.open(libvirt_daemons)
     yield conn
     conn.close()
-
-
-def _conf(state_dir, uri):
-    return make_conf(virt_type="qemu", state_path=str(state_dir),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
-                     libvirt__connection_uri=uri, libvirt__shutdown_timeout=0)
 
 
 def _running_guest(driver, demo_guest, suffix):

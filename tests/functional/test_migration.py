@@ -23,12 +23,7 @@ import libvirt
 import pytest
 from oslo_concurrency import processutils
 
-from tests.functional.conftest import (
-    PROJECT_DIR,
-    console_lines,
-    read_disk_marker,
-    wait_for_console,
-)
+from tests.support.guests import PROJECT_DIR, console_lines, read_disk_marker, wait_for_console
 
 TWO_HOSTS = PROJECT_DIR / "tools" / "two-hosts.sh"
 ROOT = Path(os.environ.get("VD_TWO_HOSTS_ROOT", "/tmp/virt-driver-two-hosts"))

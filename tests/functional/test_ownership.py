@@ -17,8 +17,7 @@ import uuid
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import DEMO_GUEST_DIR, open_when_up, remove_domain
-from tests.functional.test_libvirt_driver import _wait_for_event
+from tests.support.guests import DEMO_GUEST_DIR, open_when_up, remove_domain, wait_for_event
 from virt.cli import main
 from virt.conf import make_conf
 from virt.errors import InstanceExists, InstanceNotFound
@@ -113,7 +112,7 @@ def test_two_configurations_keep_to_their_own_guests(two, demo_guest, libvirt_da
 
     # b's events never reach a's listeners (and a's events were queued before b's)
     b.pause(theirs)
-    seen_b = _wait_for_event(heard_b, (theirs.name, "paused"))
+    seen_b = wait_for_event(heard_b, (theirs.name, "paused"))
     assert [n for n, _ in seen_b if n != theirs.name] == []
 
     # a cache cleanup while the guest runs keeps its base
@@ -140,7 +139,7 @@ def test_two_configurations_keep_to_their_own_guests(two, demo_guest, libvirt_da
 
     b.destroy(theirs)
     a.destroy(mine)
-    seen_a = _wait_for_event(heard_a, (mine.name, "shutoff"))
+    seen_a = wait_for_event(heard_a, (mine.name, "shutoff"))
     assert [n for n, _ in seen_a if n != mine.name] == []
     conn = open_when_up(libvirt_daemons)
     try:

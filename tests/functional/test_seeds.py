@@ -14,16 +14,12 @@ import subprocess
 
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
 from tests import libxlutil
-from tests.functional.conftest import DEMO_GUEST_DIR, wait_for_console
-from tests.functional.test_xm_driver import Env
-from tests.unit.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.guests import cli_config, demo_conf, wait_for_console
 from virt import seed
-from virt.conf import make_conf
 from virt.domain import Channel, Domain
 from virt.errors import InvalidParameter
-from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, GuestAddresses, GuestKind, Instance, SeedConfig
 
 MAC = "52:54:00:5e:ed:21"
@@ -37,30 +33,10 @@ def public_key(tmp_path_factory):
 
 
 @pytest.fixture
-def driver(tmp_path, libvirt_daemons, demo_guest):
-    conf = make_conf(virt_type="qemu", state_path=str(tmp_path),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=20,
+def driver(tmp_path, libvirt_daemons, demo_driver):
+    conf = demo_conf(tmp_path, libvirt_daemons, libvirt__shutdown_timeout=20,
                      libvirt__shutdown_retry_interval=3)
-    LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
-                                                 {"arch": "x86_64"})
-    driver = LibvirtDriver(conf)
-    driver.init_host("localhost")
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith("seeds-"):
-            driver.destroy(driver.get_instance(name))
-    driver.close()
-
-
-def _cli_config(driver) -> str:
-    """A config file for the CLI that names what the driver's conf names."""
-    path = os.path.join(driver.conf.state_path, "cli.conf")
-    with open(path, "w") as f:
-        f.write(f"[DEFAULT]\nstate_path = {driver.conf.state_path}\nvirt_type = qemu\n"
-                f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
-                f"[libvirt]\nconnection_uri = {driver.conf.libvirt.connection_uri}\n")
-    return path
+    return demo_driver(conf, "seeds-")
 
 
 def _disk_lines(lines):
@@ -93,7 +69,7 @@ def test_the_guest_sees_the_seed_through_a_hard_reboot_and_destroy_removes_it(
     assert (channel.target_name, channel.target_state) == \
         ("org.qemu.guest_agent.0", "disconnected")
     assert driver.get_addresses(instance) == GuestAddresses(agent_answers=False)
-    code, out, err = run_cli(_cli_config(driver), "--json", "show", instance.name)
+    code, out, err = run_cli(cli_config(driver), "--json", "show", instance.name)
     assert (code, err) == (0, "")
     shown = json.loads(out)
     assert (shown["agent"], shown["addresses"], shown["addresses_from"]) == \
@@ -110,11 +86,6 @@ def test_the_guest_sees_the_seed_through_a_hard_reboot_and_destroy_removes_it(
     driver.destroy(instance)
     assert not os.path.exists(directory)
     assert instance.name not in driver.list_instances()
-
-
-@pytest.fixture(params=["xl", "xm"])
-def xm_env(request, tmp_path, monkeypatch) -> Env:
-    return Env(tmp_path, monkeypatch, request.param)
 
 
 def test_xm_attaches_the_seed_read_only_rebuilds_it_and_destroy_removes_it(xm_env, public_key):

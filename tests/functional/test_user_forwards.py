@@ -12,14 +12,20 @@ import subprocess
 
 import pytest
 
-from tests.functional.conftest import wait_for_console
-from tests.functional.test_seeds import _cli_config, driver  # noqa: F401 (fixture)
-from tests.unit.test_cli import run_cli
+from tests.support.cli import run_cli
+from tests.support.guests import cli_config, demo_conf, wait_for_console
 from virt.errors import InvalidParameter, SpawnError
 from virt.forwards import parse_forward
 from virt.objects import NIC, Flavor, Instance
 
 MAC = "52:54:00:5e:ed:41"
+
+
+@pytest.fixture
+def driver(tmp_path, libvirt_daemons, demo_driver):
+    conf = demo_conf(tmp_path, libvirt_daemons, libvirt__shutdown_timeout=20,
+                     libvirt__shutdown_retry_interval=3)
+    return demo_driver(conf, "seeds-")
 
 
 def _free_port() -> int:
@@ -52,9 +58,9 @@ def test_forward_listens_on_loopback_only_and_survives_a_hard_reboot(driver, dem
     assert f"mac={MAC}" in lines
     assert _listeners(port) == [f"127.0.0.1:{port}"]
 
-    code, out, err = run_cli(_cli_config(driver), "ssh", instance.name, "--print")
+    code, out, err = run_cli(cli_config(driver), "ssh", instance.name, "--print")
     assert (code, err, out) == (0, "", f"ssh -p {port} debian@127.0.0.1\n")
-    code, out, _err = run_cli(_cli_config(driver), "--json", "show", instance.name)
+    code, out, _err = run_cli(cli_config(driver), "--json", "show", instance.name)
     assert json.loads(out)["ssh"] == f"ssh -p {port} debian@127.0.0.1"
 
     driver.reboot(instance, hard=True)

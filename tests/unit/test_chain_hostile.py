@@ -17,7 +17,7 @@ import time
 import pytest
 from oslo_concurrency import processutils
 
-from tests.unit.test_chain import (
+from tests.support.images import (
     LEVELS,
     SIZE,
     MiB,

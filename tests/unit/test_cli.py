@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
+from tests.support.cli import run_cli
+from tests.support.images import make_qcow2_with_backing
 from virt import images
 from virt.cli import main, parse_nic
 from virt.cli_output import ProgressBar
 from virt.objects import NIC
-
-from .test_images import make_qcow2_with_backing
 
 
 @pytest.fixture
@@ -20,14 +20,6 @@ def config(tmp_path):
     path = tmp_path / "virt-driver.conf"
     path.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\nvirt_type = qemu\n")
     return str(path)
-
-
-def run_cli(config, *args):
-    """The installed console script as a user runs it: (exit code, stdout, stderr)."""
-    script = os.path.join(os.path.dirname(sys.executable), "virt-driver")
-    proc = subprocess.run([script, "--config-file", config, *args], capture_output=True,
-                          text=True)
-    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_image_import_list_delete_round_trip(config, tmp_path):

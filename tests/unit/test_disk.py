@@ -5,25 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from oslo_concurrency import processutils
 
+from tests.support.disk import FakeProbe
 from virt import disk
 from virt.errors import InvalidParameter
-
-
-class FakeProbe:
-    """Stands in for the host's Xen helpers and counts the questions asked."""
-
-    def __init__(self, xend: bool, tap_ok: bool):
-        self.xend, self.tap_ok = xend, tap_ok
-        self.asked: list[str] = []
-
-    def xend_running(self) -> bool:
-        self.asked.append("xend")
-        return self.xend
-
-    def tap_ctl_ok(self) -> bool:
-        self.asked.append("tap-ctl")
-        return self.tap_ok
-
 
 V = disk.version_to_int
 

@@ -4,18 +4,16 @@ Helpers at the top (schema check, test:///default definition) are shared
 with test_guest.py.
 """
 
-import functools
 import glob
 import os
 import uuid
 
-import libvirt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from tests.unit.test_domain_corpus import canonical
+from tests.support.domain import assert_accepted, assert_valid, canonical, define
 from virt.domain import (
     GUEST_KIND,
     INT,
@@ -48,45 +46,6 @@ from virt.domain import (
 )
 from virt.errors import InvalidParameter
 from virt.objects import Flavor, GuestKind
-
-SCHEMA = "/usr/share/libvirt/schemas/domain.rng"
-
-
-@functools.cache
-def _schema() -> etree.RelaxNG:
-    return etree.RelaxNG(file=SCHEMA)
-
-
-def assert_valid(xml: str) -> None:
-    """Validate against libvirt's own RelaxNG schema, with its complaint on failure."""
-    schema = _schema()
-    if not schema.validate(etree.fromstring(xml.encode())):
-        pytest.fail(f"not valid per {SCHEMA}:\n{schema.error_log}\n{xml}")
-
-
-@functools.cache
-def _shared_test_conn() -> libvirt.virConnect:
-    return libvirt.open("test:///default")
-
-
-def assert_accepted(xml: str) -> None:
-    """Valid per libvirt's schema, and defined (then undefined) in test:///default."""
-    assert_valid(xml)
-    dom = _shared_test_conn().defineXML(xml)
-    dom.undefine()
-
-
-@pytest.fixture
-def test_conn():
-    """libvirt's built-in test driver; it accepts domain types kvm, qemu and xen as given."""
-    conn = libvirt.open("test:///default")
-    yield conn
-    conn.close()
-
-
-def define(conn, xml: str):
-    """Define in test:///default and return the domain; the caller undefines."""
-    return conn.defineXML(xml)
 
 
 def full_domain() -> Domain:

@@ -12,8 +12,8 @@ import os
 
 import libvirt
 import pytest
-from lxml import etree
 
+from tests.support.domain import canonical
 from virt.domain import Domain, Model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,20 +37,6 @@ DOCUMENTS = sorted(glob.glob(os.path.join(CORPUS, "*", "*.xml")))
 pytestmark = pytest.mark.skipif(
     not DOCUMENTS, reason=f"no libvirt domain corpus at {CORPUS} (it lives beside the "
                           "project in the workplace, not in the repository)")
-
-_RAW = etree.XMLParser(resolve_entities=False, no_network=True)
-
-
-def canonical(xml: bytes | str) -> bytes:
-    """C14N of a document with whitespace-only text and tails dropped."""
-    data = xml.encode() if isinstance(xml, str) else xml
-    root = etree.fromstring(data, _RAW)
-    for element in root.iter():
-        if element.text is not None and not element.text.strip():
-            element.text = None
-        if element.tail is not None and not element.tail.strip():
-            element.tail = None
-    return etree.tostring(root, method="c14n")
 
 
 def first_difference(a: bytes, b: bytes) -> str:

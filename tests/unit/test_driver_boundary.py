@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from backends.libvirt.driver import LibvirtDriver
 from backends.xm.driver import XmDriver
-from tests.unit.test_libvirt_driver import serving_driver
+from tests.support.drivers import serving_driver
 from tests.xm_double import DoubleHost
 from virt import images
 from virt.conf import make_conf

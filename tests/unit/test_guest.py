@@ -7,8 +7,8 @@ import stat
 import libvirt
 import pytest
 
-from tests.unit.test_disk import FakeProbe
-from tests.unit.test_domain import assert_accepted, assert_valid, define, test_conn  # noqa: F401 (fixture)
+from tests.support.disk import FakeProbe
+from tests.support.domain import assert_accepted, assert_valid, define
 from virt import guest
 from virt.domain import Console, Disk, Domain, Graphics, Interface, Serial
 from virt.errors import InvalidParameter

@@ -10,13 +10,12 @@ import time
 
 import pytest
 
+from tests.support.images import qemu_io, reads_pattern
 from virt import images
 from virt.cli import main
 from virt.errors import ImageError, ImageNotFound, UnsafeImage
 from virt.imagecache import ImageCache, qcow2_backing_file
 from virt.imagestore import LocalImageStore
-
-from .test_images import qemu_io, reads_pattern
 
 
 @pytest.fixture

@@ -7,23 +7,19 @@ import subprocess
 
 import pytest
 
+from tests.support.images import (
+    make_qcow2_with_backing,
+    make_qcow2_with_data_file,
+    make_vmdk_descriptor,
+    qemu_io,
+    reads_pattern,
+)
 from virt import images
 from virt.conf import make_conf
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.imagestore import LocalImageStore
 
 MiB = 1 << 20
-
-
-def qemu_io(path, fmt, command):
-    """Run one qemu-io command; return its stdout (raises on failure)."""
-    return subprocess.run(["qemu-io", "-f", fmt, "-c", command, path], check=True,
-                          capture_output=True, text=True).stdout
-
-
-def reads_pattern(path, fmt, pattern, offset, length):
-    out = qemu_io(path, fmt, f"read -P {pattern:#x} {offset} {length}")
-    return "Pattern verification failed" not in out
 
 
 def listing(directory):
@@ -190,29 +186,6 @@ def test_untrusted_convert_keeps_odd_file_names_whole(tmp_path):
 
 # Untrusted images: a corpus made here, each refused with the reason.
 
-def make_qcow2_with_backing(tmp_path, target="/etc/passwd"):
-    path = str(tmp_path / "evil.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", target,
-                    "-F", "raw", path, "1M"], check=True)
-    return path
-
-
-def make_qcow2_with_data_file(tmp_path):
-    path = str(tmp_path / "evil.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
-                    f"data_file={tmp_path / 'host-data'}", path, "1M"], check=True)
-    return path
-
-
-def make_vmdk_descriptor(tmp_path, target="/etc/passwd"):
-    path = str(tmp_path / "evil.vmdk")
-    with open(path, "w") as f:
-        f.write('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
-                'createType="monolithicFlat"\n\n'
-                f'RW 2 FLAT "{target}" 0\n\n'
-                'ddb.adapterType = "ide"\n')
-    return path
-
 
 def test_untrusted_qcow2_with_backing_file_is_refused(tmp_path):
     with pytest.raises(UnsafeImage, match="backing file"):
@@ -317,7 +290,6 @@ def test_image_info_parses_qemu_img_json():
                       '"data": {"data-file": "d"}}}')
     assert images.ImageInfo.from_json(data) == images.ImageInfo(
         "qcow2", 10, 5, "b", "raw", "d", 512)
-
 
 
 def test_a_store_made_without_a_limit_has_the_configuration_default_of_one_tib(tmp_path):

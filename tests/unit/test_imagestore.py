@@ -10,17 +10,16 @@ import time
 
 import pytest
 
-from virt import images
-from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage
-from virt.imagestore import DamagedRecord, LocalImageStore, file_sha256
-
-from .test_images import (
+from tests.support.images import (
     make_qcow2_with_backing,
     make_qcow2_with_data_file,
     make_vmdk_descriptor,
     qemu_io,
     reads_pattern,
 )
+from virt import images
+from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage
+from virt.imagestore import DamagedRecord, LocalImageStore, file_sha256
 
 MiB = 1 << 20
 

@@ -16,6 +16,7 @@ from backends.libvirt.driver import (
     capability_arches,
     power_state,
 )
+from tests.support.drivers import serving_driver
 from virt import images
 from virt.cli import main
 from virt.conf import make_conf
@@ -52,16 +53,6 @@ def store(conf, tmp_path):
     images.create_image("raw", str(raw), "1M")
     store.import_image("tiny", str(raw), "raw")
     return store
-
-
-def serving_driver(conf):
-    """A LibvirtDriver with its host initialised; what it spawned is destroyed after."""
-    driver = LibvirtDriver(conf, event_stop_delay=0.1)
-    driver.init_host("localhost")
-    yield driver
-    for name in driver.list_instances():
-        driver.destroy(driver.get_instance(name))
-    driver.close()
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import sys
 
 import pytest
 
+from tests.support.images import export_to, make_chain
 from virt import chain, images
 from virt.fileutils import TEMP_PREFIX, atomic_target, held_staging_dir, held_temporary
 from virt.imagestore import LocalImageStore
 from virt.recovery import OperationMarker, reclaim_instances, reclaim_temporaries
-
-from .test_chain import export_to, make_chain
 
 MiB = 1 << 20
 

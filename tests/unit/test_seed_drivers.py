@@ -12,14 +12,13 @@ import libvirt
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
+from tests.support.cli import run_cli
 from virt import images, seed
 from virt.conf import make_conf
 from virt.domain import Channel, Disk, Domain
 from virt.errors import InvalidParameter, SpawnError
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, GuestAddresses, Instance, SeedConfig
-
-from .test_cli import run_cli
 
 TEST_URI = "test:///default"
 MAC = "52:54:00:5e:ed:11"
