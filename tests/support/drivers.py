@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from backends.libvirt.driver import (
-    LibvirtDriver,
-)
+from backends.libvirt.driver import LibvirtDriver
+
+TEST_URI = "test:///default"
 
 
 def serving_driver(conf):

@@ -16,7 +16,7 @@ from backends.libvirt.driver import (
     capability_arches,
     power_state,
 )
-from tests.support.drivers import serving_driver
+from tests.support.drivers import TEST_URI, serving_driver
 from virt import images
 from virt.cli import main
 from virt.conf import make_conf
@@ -33,7 +33,6 @@ from virt.guest import build_domain
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, BlockDevice, Flavor, Instance, PowerState
 
-TEST_URI = "test:///default"
 # The domain test:///default comes with; its uuid is taken.
 BUILTIN_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
 

@@ -12,7 +12,7 @@ from oslo_concurrency import processutils
 
 from backends.libvirt import incoming
 from backends.libvirt.migration import migration_flags
-from tests.unit.test_libvirt_driver import TEST_URI, serving_driver
+from tests.support.drivers import TEST_URI, serving_driver
 from virt import chain, seed
 from virt.conf import make_conf
 from virt.errors import InvalidParameter, InvalidState, NotSupported, UnsafeImage

@@ -14,11 +14,10 @@ import libvirt
 import pytest
 
 from backends.libvirt.driver import LibvirtDriver
+from tests.support.drivers import TEST_URI, serving_driver
 from virt.cli import main
 from virt.conf import make_conf
 from virt.objects import Flavor, Instance, PowerState
-
-from .test_libvirt_driver import TEST_URI, serving_driver
 
 LOCAL = {"virDomainGetName", "virDomainGetUUIDString", "virDomainGetUUID", "virDomainGetID",
          "virConnectIsAlive", "virDomainFree", "virConnectClose", "virGetLastError",
