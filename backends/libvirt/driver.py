@@ -65,6 +65,7 @@ from virt.objects import (
     PowerState,
 )
 from virt.recovery import OperationMarker
+from virt.rollback import Rollback
 from virt.validation import check_image_name, check_instance_name
 
 LOG = logging.getLogger(__name__)
@@ -123,23 +124,6 @@ class _HostFacts:
     arch: str
     runnable_arches: frozenset[str]
     hypervisor_version: int
-
-
-class _Undo:
-    """Steps to take back, newest first, if a multi-step operation fails."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-
-    def push(self, what: str, step: Callable[[], None]) -> None:
-        self._steps.append((what, step))
-
-    def run(self) -> None:
-        for what, step in reversed(self._steps):
-            try:
-                step()
-            except Exception as e:  # keep undoing: every other step still matters
-                LOG.error("could not undo %s: %s", what, e)
 
 
 class LibvirtDriver(ComputeDriver):
@@ -324,45 +308,40 @@ class LibvirtDriver(ComputeDriver):
         directory = self._instance_dir(instance)
         self._check_name_free(instance.name)
         nics = list(nics) or list(instance.nics)
-        undo = _Undo()
         os.makedirs(self.conf.instances_path, exist_ok=True)
         # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
         marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
                                  uuid=os.path.basename(directory))
-        undo.push("spawn marker", marker.release)
         step = "image"
         try:
-            image = self._image(image_id)
-            self._check_root_size(image.virtual_size, instance)
-            arch = self._guest_arch(image.properties)
-            self.cache.fetch_base(image_id)  # converted now, so that a failure names the image
-            step = "xml"
-            seed_plan = seed.plan(instance, nics)
-            xml = self._domain_xml(instance, directory, nics, list(block_devices), arch,
-                                   seed_plan=seed_plan)
-            step = "disk"
-            self._make_disks(directory, image_id, instance, undo)
-            if seed_plan is not None:
-                seed.write(seed_plan, directory)
-            step = "define"
-            self._call("define", instance.name, lambda conn: conn.defineXML(xml))
-            self._owned_names[instance.name] = True
-            undo.push("definition", lambda: self._undefine(instance.name))
-            step = "start"
-            self._with_domain(instance.name, "start", lambda dom: dom.create())
-            undo.push("running domain", lambda: self._hard_stop(instance.name))
-            step = "wait"
-            self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
-            marker.release()
+            with Rollback() as undo:
+                undo.push("spawn marker", marker.release)
+                image = self._image(image_id)
+                self._check_root_size(image.virtual_size, instance)
+                arch = self._guest_arch(image.properties)
+                self.cache.fetch_base(image_id)  # converted now: a failure names the image
+                step = "xml"
+                seed_plan = seed.plan(instance, nics)
+                xml = self._domain_xml(instance, directory, nics, list(block_devices), arch,
+                                       seed_plan=seed_plan)
+                step = "disk"
+                self._make_disks(directory, image_id, instance, undo)
+                if seed_plan is not None:
+                    seed.write(seed_plan, directory)
+                step = "define"
+                self._call("define", instance.name, lambda conn: conn.defineXML(xml))
+                self._owned_names[instance.name] = True
+                undo.push("definition", lambda: self._undefine(instance.name))
+                step = "start"
+                self._with_domain(instance.name, "start", lambda dom: dom.create())
+                undo.push("running domain", lambda: self._hard_stop(instance.name))
+                step = "wait"
+                self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+                marker.release()
         except VirtError as e:
-            undo.run()
             raise SpawnError(step, str(e)) from None
         except OSError as e:
-            undo.run()
             raise SpawnError(step, f"{e.strerror}: {e.filename}") from None
-        except BaseException:
-            undo.run()
-            raise
 
     def _image(self, image_id: str):
         check_image_name(image_id, "image")
@@ -422,7 +401,7 @@ class LibvirtDriver(ComputeDriver):
         return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
 
     def _make_disks(self, directory: str, image_id: str, instance: Instance,
-                    undo: _Undo) -> None:
+                    undo: Rollback) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         os.mkdir(directory, 0o750)  # an existing directory is not ours to remove
         undo.push(f"directory {directory}", lambda: remove_quietly(directory))
@@ -831,17 +810,13 @@ class LibvirtDriver(ComputeDriver):
         self._check_name_free(instance.name)
         image = self._image(instance.image or "")
         self._check_root_size(image.virtual_size, instance)
-        undo = _Undo()
         try:
-            self.cache.fetch_base(image.name)
-            self._make_disks(directory, image.name, instance, undo)
+            with Rollback() as undo:
+                self.cache.fetch_base(image.name)
+                self._make_disks(directory, image.name, instance, undo)
         except OSError as e:
-            undo.run()
             raise InvalidState(f"cannot prepare {instance.name} for migration: {e.strerror}: "
                                f"{e.filename}; migrate-abandon it, then try again") from None
-        except BaseException:
-            undo.run()
-            raise
         return self.conf.instances_path
 
     def abandon_incoming(self, instance: Instance) -> None:

@@ -53,6 +53,7 @@ from virt.objects import (
     PowerState,
 )
 from virt.recovery import Reclaimed
+from virt.rollback import Rollback
 from virt.validation import check_instance_name
 
 LOG = logging.getLogger(__name__)
@@ -220,25 +221,26 @@ class XmDriver(ComputeDriver):
                                  "destroy the old instance first")
         step = "image"
         try:
-            base = self._cache().fetch_base(image_id)
-            step = "disk"
-            os.makedirs(instance_dir)
-            self._make_disk(instance, image_id, base, disk_format)
-            seed_plan = seed.plan(instance, cfg.nics)
-            if seed_plan is not None:
-                seed.write(seed_plan, instance_dir)
-            step = "config"
-            self._write_config(config_path, xmconfig.render(cfg), cfg.vnc_password is not None)
-            remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
-            step = "create"
-            self.toolstack.run("create", config_path)
+            with Rollback() as undo:
+                base = self._cache().fetch_base(image_id)
+                step = "disk"
+                os.makedirs(instance_dir)
+                undo.push(f"directory {instance_dir}", lambda: remove_quietly(instance_dir))
+                self._make_disk(instance, image_id, base, disk_format)
+                seed_plan = seed.plan(instance, cfg.nics)
+                if seed_plan is not None:
+                    seed.write(seed_plan, instance_dir)
+                step = "config"
+                self._write_config(config_path, xmconfig.render(cfg),
+                                   cfg.vnc_password is not None)
+                undo.push(f"config {config_path}", lambda: remove_quietly(config_path))
+                remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
+                step = "create"
+                # Runs first: the config of a guest that would not start is kept for a look.
+                undo.push("failed config", lambda: self._keep_failed_config(
+                    config_path, instance.name))
+                self.toolstack.run("create", config_path)
         except (VirtError, OSError) as exc:
-            if step == "create":
-                self._keep_failed_config(config_path, instance.name)
-            else:
-                _cleanup(config_path)
-            if step != "image":
-                _cleanup(instance_dir)
             raise SpawnError(step, str(exc)) from exc
         self._emit(instance.name, PowerState.RUNNING)
 
@@ -272,7 +274,7 @@ class XmDriver(ComputeDriver):
             LOG.error("kept the config of %s, which failed to start, as %s", name, target)
         except OSError as exc:
             LOG.error("could not keep the failed config of %s (%s); removing it", name, exc)
-            _cleanup(config_path)
+            remove_quietly(config_path)
 
     # -- stop and start ---------------------------------------------------
 
@@ -503,12 +505,3 @@ def instance_from_config(values: dict) -> Instance:
         flavor=Flavor(memory_mb=values["memory"], vcpus=values["vcpus"], root_gb=root_gb),
         image=None if image in (None, "-") else image,
         network_port=xmconfig.VNC_BASE_PORT + display if isinstance(display, int) else None)
-
-
-def _cleanup(path: str) -> None:
-    """Remove what a failed spawn made; a failure here must not hide the first one."""
-    try:
-        remove_quietly(path)
-    except OSError as exc:
-        LOG.error("could not remove %s after a failed spawn: %s", path, exc)
-
