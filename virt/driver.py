@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 
 from virt import recovery
 from virt.errors import BackendUnavailable, InvalidParameter, NotSupported
+from virt.instancefiles import InstanceFiles, instance_files_in
 from virt.objects import NIC, BlockDevice, GuestAddresses, HostInfo, Instance, InstanceInfo
 from virt.validation import (
     check_block_devices,
@@ -129,6 +130,17 @@ class ComputeDriver(abc.ABC):
                                      [self.conf.images.cache_path, *directories],
                                      self.undo_handlers())
 
+    @checked_at_the_boundary
+    def instance_files(self, instance: Instance) -> InstanceFiles:
+        """Where the instance's files are (or would be) on this host; creates nothing."""
+        return InstanceFiles.of(self.conf.instances_path, instance.uuid)
+
+    @checked_at_the_boundary
+    def all_instance_files(self) -> list[InstanceFiles]:
+        """The files of every instance directory on this host, also those a destroy
+        with destroy_disks=False kept (their disks still need their bases)."""
+        return instance_files_in(self.conf.instances_path)
+
     def undo_handlers(self) -> recovery.Handlers:
         """Kind of operation -> how to undo what a killed one of that kind did."""
         return {}
@@ -235,7 +247,8 @@ class ComputeDriver(abc.ABC):
 CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
     if getattr(member, "__isabstractmethod__", False)),
-    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses")
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses",
+    "instance_files", "all_instance_files")
 
 
 class _InstalledBackends:

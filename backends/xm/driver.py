@@ -15,7 +15,6 @@ import math
 import os
 import re
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 
 from backends.xm import config as xmconfig
@@ -54,11 +53,11 @@ from virt.objects import (
 )
 from virt.recovery import Reclaimed
 from virt.rollback import Rollback
+from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_instance_name
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1024 ** 3
 REBOOT_POLL_SECONDS = 1.0
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 
@@ -108,19 +107,6 @@ class XmDriver(ComputeDriver):
 
     def config_path(self, name: str) -> str:
         return os.path.join(self.config_dir, check_instance_name(name))
-
-    def instance_dir(self, instance: Instance) -> str:
-        try:
-            uuid = str(uuidlib.UUID(instance.uuid))
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidParameter(f"uuid {instance.uuid!r}: use a UUID") from None
-        return os.path.join(self.conf.instances_path, uuid)
-
-    def disk_path(self, instance: Instance) -> str:
-        return os.path.join(self.instance_dir(instance), "disk")
-
-    def seed_path(self, instance: Instance) -> str:
-        return os.path.join(self.instance_dir(instance), seed.SEED_FILE)
 
     def _find(self, instance: Instance) -> DomainRow | None:
         return self.toolstack.find(check_instance_name(instance.name))
@@ -173,13 +159,14 @@ class XmDriver(ComputeDriver):
         toolstack = self.toolstack.command
         driver = self._disk_driver()
         disk_format = xmconfig.instance_disk_format(driver, toolstack)
-        disks = [xmconfig.DiskLine(self.disk_path(instance),
+        files = self.instance_files(instance)
+        disks = [xmconfig.DiskLine(files.disk,
                                    xmconfig.disk_prefix(driver, toolstack, disk_format))]
         for device in block_devices:
             disks.append(self._block_device_line(device, driver, toolstack))
         nics = tuple(nics) or tuple(instance.nics)
         if seed.plan(instance, nics) is not None:  # checked now; written by spawn
-            disks.append(xmconfig.DiskLine(self.seed_path(instance),
+            disks.append(xmconfig.DiskLine(files.seed,
                                            xmconfig.disk_prefix(driver, toolstack, "raw"),
                                            readonly=True))
         cfg = xmconfig.GuestConfig(
@@ -215,7 +202,7 @@ class XmDriver(ComputeDriver):
         if os.path.exists(config_path):
             raise InstanceExists(f"instance {instance.name!r} is defined ({config_path} exists): "
                                  "power it on, or destroy it first")
-        instance_dir = self.instance_dir(instance)
+        instance_dir = self.instance_files(instance).directory
         if os.path.exists(instance_dir):
             raise InstanceExists(f"instance directory {instance_dir} already exists: "
                                  "destroy the old instance first")
@@ -246,13 +233,13 @@ class XmDriver(ComputeDriver):
 
     def _make_disk(self, instance: Instance, image_id: str, base: str,
                    disk_format: str) -> None:
-        path = self.disk_path(instance)
+        path = self.instance_files(instance).disk
         base_size = images.get_disk_size(base, "raw")
-        size = instance.flavor.root_gb * GiB
+        size = gib_to_bytes(instance.flavor.root_gb)
         if size < base_size:
             raise InvalidParameter(
                 f"flavor root_gb {instance.flavor.root_gb}: the image needs "
-                f"{math.ceil(base_size / GiB)} GiB; use a larger flavor")
+                f"{whole_gib(base_size)} GiB; use a larger flavor")
         if disk_format == "qcow2":
             self._cache().create_overlay(image_id, path, size)  # recorded as the base's user
         else:
@@ -305,7 +292,7 @@ class XmDriver(ComputeDriver):
         remove_quietly(self.config_path(instance.name))
         remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
         if destroy_disks:
-            remove_quietly(self.instance_dir(instance))
+            remove_quietly(self.instance_files(instance).directory)
         self._emit(instance.name, PowerState.SHUTOFF)
 
     def power_off(self, instance: Instance, timeout: int | None = None) -> None:
@@ -327,9 +314,10 @@ class XmDriver(ComputeDriver):
         before = self._require(instance)
         if hard:
             self._stop(instance, 0)
-            seed_plan = seed.read_record(self.instance_dir(instance))
+            directory = self.instance_files(instance).directory
+            seed_plan = seed.read_record(directory)
             if seed_plan is not None:  # rebuilt from the record, as the libvirt backend does
-                seed.write(seed_plan, self.instance_dir(instance))
+                seed.write(seed_plan, directory)
             self.power_on(instance)
             return
         self.toolstack.run("reboot", instance.name)

@@ -81,7 +81,7 @@ class Env:
         return [call[1:] for call in self.double.calls()]
 
     def leftovers(self, instance: Instance) -> list[str]:
-        paths = [self.config_path(instance.name), self.driver.instance_dir(instance)]
+        paths = [self.config_path(instance.name), self.driver.instance_files(instance).directory]
         return [p for p in paths if os.path.exists(p)]
 
 
@@ -107,7 +107,7 @@ def test_spawn_writes_config_disk_and_creates(env):
     info = env.driver.get_info(inst)
     assert (info.state, info.mem_kb, info.num_cpu) == (PowerState.BLOCKED, 256 * 1024, 2)
 
-    disk_path = env.driver.disk_path(inst)
+    disk_path = env.driver.instance_files(inst).disk
     with libxlutil.XlConfig(env.config_path()) as xl:
         disk = xl.parse_disk(xl.get_list("disk")[0])
         assert (disk.target, disk.vdev, disk.readwrite) == (disk_path, "xvda", True)
@@ -155,7 +155,7 @@ def test_failure_at_each_spawn_step_leaves_nothing(env, tmp_path):
     driver = env.make_driver(conf)
     with pytest.raises(SpawnError, match="step 'config'"):
         driver.spawn(inst, "base")
-    assert not os.path.exists(driver.instance_dir(inst))
+    assert not os.path.exists(driver.instance_files(inst).directory)
 
     env.double.fail("create", "libxl: error: cannot allocate memory")
     with pytest.raises(SpawnError, match="step 'create'.*cannot allocate memory"):
@@ -229,7 +229,7 @@ def test_destroy_keeps_disks_when_asked(env):
     inst = env.instance()
     env.driver.spawn(inst, "base")
     env.driver.destroy(inst, destroy_disks=False)
-    assert os.path.exists(env.driver.disk_path(inst))
+    assert os.path.exists(env.driver.instance_files(inst).disk)
     assert not os.path.exists(env.config_path())
 
 
@@ -257,7 +257,8 @@ def test_pause_unpause_power_off_on(env):
     assert env.driver.get_info(inst).state is PowerState.BLOCKED
     env.driver.power_off(inst)
     assert not env.driver.instance_exists(inst)
-    assert os.path.exists(env.config_path()) and os.path.exists(env.driver.disk_path(inst))
+    assert os.path.exists(env.config_path())
+    assert os.path.exists(env.driver.instance_files(inst).disk)
     env.driver.power_on(inst)
     assert env.driver.instance_exists(inst)
     with pytest.raises(InstanceNotFound, match="spawn it first"):
@@ -368,7 +369,8 @@ def test_hvm_with_vnc_password_is_private(env, tmp_path):
         assert xl.get_long("vncdisplay") == 5
         disks = [xl.parse_disk(spec) for spec in xl.get_list("disk")]
     assert [(d.target, d.vdev, d.readwrite, d.is_cdrom) for d in disks] == [
-        (env.driver.disk_path(inst), "hda", True, False), (str(extra), "hdb", False, False),
+        (env.driver.instance_files(inst).disk, "hda", True, False),
+        (str(extra), "hdb", False, False),
         (str(iso), "hdc", False, True)]
 
 

@@ -22,8 +22,8 @@ from virt import chain
 from virt.errors import InvalidParameter, UnsafeImage, VirtError
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
+from virt.units import MiB
 
-MiB = 1 << 20
 SIZE = 16 * MiB
 # (pattern byte, offset, length) written at each level, base first: they overlap
 # so that every level shadows part of its parent.

@@ -13,6 +13,7 @@ import pytest
 from virt import images
 from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage
 from virt.imagestore import DamagedRecord, LocalImageStore, file_sha256
+from virt.units import MiB
 
 from .test_images import (
     make_qcow2_with_backing,
@@ -21,8 +22,6 @@ from .test_images import (
     qemu_io,
     reads_pattern,
 )
-
-MiB = 1 << 20
 
 
 @pytest.fixture

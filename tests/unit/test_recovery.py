@@ -12,10 +12,9 @@ from virt import chain, images
 from virt.fileutils import TEMP_PREFIX, atomic_target, held_staging_dir, held_temporary
 from virt.imagestore import LocalImageStore
 from virt.recovery import OperationMarker, reclaim_instances, reclaim_temporaries
+from virt.units import MiB
 
 from .test_chain import export_to, make_chain
-
-MiB = 1 << 20
 
 # Writes 4 MiB into an atomic_target temporary, says so, then waits to be killed.
 KILLED_WRITER = """
