@@ -17,8 +17,8 @@ a running guest's write-locked disk. `cleanup` decides under the same lock,
 so a spawn racing with it either finds the base gone and fetches it again,
 or has recorded its overlay before cleanup looks. Any configuration sharing
 the cache therefore protects its overlays without cleanup knowing its
-instances path; overlays made before the records existed are found by
-scanning the instances paths cleanup is given.
+instances path; overlays made before the records existed count when they
+are among the root disks cleanup is given (the driver names them).
 """
 
 from __future__ import annotations

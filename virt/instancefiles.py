@@ -3,15 +3,17 @@
 Each instance has a directory `{instances_path}/{uuid}/` holding its root
 disk (`disk`), its serial console's log (`console.log`), and when it has a
 cloud-init seed, the seed disk (`seed.iso`) and the record it is rebuilt
-from (`seed.json`); volumes attached on libvirt are copies beside them
-(backends/libvirt/volumes.py). Both backends, the image cache and the CLI
-(through ComputeDriver.instance_files) take these paths from here.
+from (`seed.json`), and the copies of attached volumes
+(`volume-<random>.qcow2`, see backends/libvirt/volumes.py). Both backends,
+the image cache and the CLI (through ComputeDriver.instance_files) take
+these paths from here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import uuid as uuidlib
 from dataclasses import dataclass
 
 from virt.validation import check_uuid
@@ -20,6 +22,7 @@ DISK_FILE = "disk"
 CONSOLE_LOG_FILE = "console.log"
 SEED_FILE = "seed.iso"
 SEED_RECORD_FILE = "seed.json"
+VOLUME_PREFIX = "volume-"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class InstanceFiles:
     @property
     def seed_record(self) -> str:
         return os.path.join(self.directory, SEED_RECORD_FILE)
+
+    def new_volume(self) -> str:
+        """A new volume's file: named once, as a hard reboot may give its disk another target."""
+        return os.path.join(self.directory, f"{VOLUME_PREFIX}{uuidlib.uuid4().hex[:12]}.qcow2")
+
+    def is_volume(self, path: str) -> bool:
+        """Whether `path` is one of this instance's volume copies (by file, not target)."""
+        return os.path.dirname(path) == self.directory \
+            and os.path.basename(path).startswith(VOLUME_PREFIX)
 
 
 def instance_files_in(instances_path: str) -> list[InstanceFiles]:

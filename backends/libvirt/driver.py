@@ -1,10 +1,11 @@
 """LibvirtDriver: the ComputeDriver contract on libvirt-python.
 
-An instance lives in `{instances_path}/{uuid}/` (the qcow2 overlay `disk` on a
-raw base from the image cache, and `console.log`) and as a defined domain
-whose metadata element carries what is needed to rebuild the Instance, so no
-database is needed. Every libvirt call goes through the Connection, which
-reconnects and retries once when the daemon went away.
+An instance lives in `{instances_path}/{uuid}/` (virt/instancefiles.py: the
+qcow2 overlay `disk` on a raw base from the image cache, `console.log`, the
+seed) and as a defined domain whose metadata element carries what is needed
+to rebuild the Instance, so no database is needed. Every libvirt call goes
+through the Connection, which reconnects and retries once when the daemon
+went away.
 
 A driver sees only the domains it owns. The owner recorded in each domain's
 metadata is the canonical instances path: it is what the instances' files
@@ -667,11 +668,11 @@ class LibvirtDriver(ComputeDriver):
         """Attach a copy of `volume` (store image name, or file path with fmt); its target."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        directory = InstanceFiles.of(self.owner, domain.metadata.instance_uuid).directory
+        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
-        path = volumes.volume_file(directory)
+        path = files.new_volume()
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
-        with held_staging_dir(directory, "volume-" + target) as staging:
+        with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
                 copy = volumes.make_copy(self.store, volume, fmt, staging)
             except OSError as e:
@@ -693,8 +694,8 @@ class LibvirtDriver(ComputeDriver):
         """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        directory = InstanceFiles.of(self.owner, domain.metadata.instance_uuid).directory
-        disk = volumes.attached_volume(domain, directory, device)
+        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
+        disk = volumes.attached_volume(domain, files, device)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
                        lambda fn: self._call("watch", instance.name, fn),

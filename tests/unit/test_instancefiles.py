@@ -41,3 +41,13 @@ def test_instance_files_in_lists_the_directories_only(tmp_path):
     assert instance_files_in(str(tmp_path)) == [
         InstanceFiles(str(tmp_path / UUID)), InstanceFiles(str(tmp_path / "kept"))]
     assert instance_files_in(str(tmp_path / "missing")) == []
+
+
+def test_a_volume_is_known_by_its_file_in_the_instance_directory():
+    files = InstanceFiles.of("/i", UUID)
+    first, second = files.new_volume(), files.new_volume()
+    assert first != second and first.endswith(".qcow2")
+    assert files.is_volume(first) and files.is_volume(second)
+    other = InstanceFiles.of("/i", "0b7c1f4e-0000-4000-8000-000000000002")
+    assert not other.is_volume(first)
+    assert not files.is_volume(files.disk) and not files.is_volume(files.seed)
