@@ -29,9 +29,8 @@ from common import median_seconds, report  # noqa: E402
 from virt import chain  # noqa: E402
 from virt.fileutils import remove_quietly  # noqa: E402
 from virt.imagestore import LocalImageStore  # noqa: E402
+from virt.units import GiB, MiB  # noqa: E402
 
-MiB = 1 << 20
-GiB = 1 << 30
 # (bytes of data, offset) per level, base first
 LEVELS = [(128 * MiB, 0), (64 * MiB, 256 * MiB), (64 * MiB, 512 * MiB)]
 

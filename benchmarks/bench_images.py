@@ -15,8 +15,7 @@ from common import median_seconds, report  # noqa: E402
 
 from virt import imageformat, images  # noqa: E402
 from virt.fileutils import remove_quietly  # noqa: E402
-
-MiB = 1 << 20
+from virt.units import MiB  # noqa: E402
 
 
 def make_base(path: str, size: int, data: int) -> None:

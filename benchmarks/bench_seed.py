@@ -62,13 +62,13 @@ def main(rounds: int) -> None:
         ours = median_seconds(lambda: seed.write(seed.plan(instance, nics), ours_dir),
                               rounds, setup=fresh)
         peer = median_seconds(lambda: subprocess.run(argv, check=True), rounds, setup=fresh)
-        seed.write(seed.plan(instance, nics), ours_dir)
-        for path in (os.path.join(ours_dir, seed.SEED_FILE), theirs):
+        iso = seed.write(seed.plan(instance, nics), ours_dir)
+        for path in (iso, theirs):
             label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", path],
                                    capture_output=True, text=True, check=True).stdout.strip()
             assert label == "cidata", (path, label)
         report("seed build (NoCloud, 4 files)", ours, peer, "cloud-localds")
-        print(f"sizes: ours {os.path.getsize(os.path.join(ours_dir, seed.SEED_FILE))} bytes, "
+        print(f"sizes: ours {os.path.getsize(iso)} bytes, "
               f"cloud-localds {os.path.getsize(theirs)} bytes")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -118,7 +118,7 @@ def main() -> None:
     try:
         driver.spawn(instance, "demo")
         time.sleep(3)  # booted
-        disk = os.path.join(conf.instances_path, instance.uuid, "disk")
+        disk = driver.instance_files(instance).disk
         for n in range(rounds):
             methods = {
                 "live (backup job)": lambda n=n: (driver.snapshot(instance, f"live{n}"),

@@ -30,6 +30,7 @@ from backends.libvirt.driver import LibvirtDriver  # noqa: E402
 from virt.conf import make_conf  # noqa: E402
 from virt.imagestore import LocalImageStore  # noqa: E402
 from virt.objects import NIC, Flavor, Instance  # noqa: E402
+from virt.units import GiB  # noqa: E402
 
 GUEST_DIR = os.path.join(os.path.dirname(HERE), "build", "demo-guest")
 URI = "qemu:///system"
@@ -59,16 +60,15 @@ def _direct_spawn(driver: LibvirtDriver, conns: list, base: str, round_: int) ->
         conns[:] = [libvirt.open(URI)]
     conn = conns[0]
     instance = _instance(f"bench-raw-{round_}")
-    directory = os.path.join(driver.conf.instances_path, instance.uuid)
+    files = driver.instance_files(instance)
     xml = driver.describe_spawn(instance, "demo")  # prepared outside the timed region
-    disk = os.path.join(directory, "disk")
     start = time.perf_counter()
     processutils.execute("qemu-img", "info", "-f", "raw", "--output=json", base,
                          env_variables=C_LOCALE)
-    os.mkdir(directory)
+    os.mkdir(files.directory)
     processutils.execute("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw",
-                         disk, str(1 << 30), env_variables=C_LOCALE)
-    open(os.path.join(directory, "console.log"), "x").close()
+                         files.disk, str(GiB), env_variables=C_LOCALE)
+    open(files.console_log, "x").close()
     dom = conn.defineXML(xml)
     dom.create()
     while dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
@@ -76,7 +76,7 @@ def _direct_spawn(driver: LibvirtDriver, conns: list, base: str, round_: int) ->
     elapsed = time.perf_counter() - start
     dom.destroy()
     dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
-    shutil.rmtree(directory)
+    shutil.rmtree(files.directory)
     return elapsed
 
 

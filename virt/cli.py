@@ -528,7 +528,8 @@ class Commands:
         from virt.imagecache import ImageCache
         reclaimed = self.driver.reclaim()
         cache = ImageCache.from_conf(self.conf)
-        removed = cache.cleanup([self.conf.instances_path], self.args.min_age)
+        disks = [files.disk for files in self.driver.all_instance_files()]
+        removed = cache.cleanup(disks, self.args.min_age)
         self.out.done(f"removed {len(removed)} unused base image(s) and "
                       f"{len(reclaimed)} leftover(s) of killed operations",
                       removed=removed, reclaimed=reclaimed)

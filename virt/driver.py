@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from virt import recovery
 from virt.errors import BackendUnavailable, InstanceNotFound, InvalidParameter, NotSupported
 from virt.events import EventFanout, Listener
+from virt.instancefiles import InstanceFiles, instance_files_in
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -139,6 +140,17 @@ class ComputeDriver(abc.ABC):
                                      self.conf.instances_path,
                                      [self.conf.images.cache_path, *directories],
                                      self.undo_handlers())
+
+    @checked_at_the_boundary
+    def instance_files(self, instance: Instance) -> InstanceFiles:
+        """Where the instance's files are (or would be) on this host; creates nothing."""
+        return InstanceFiles.of(self.conf.instances_path, instance.uuid)
+
+    @checked_at_the_boundary
+    def all_instance_files(self) -> list[InstanceFiles]:
+        """The files of every instance directory on this host, also those a destroy
+        with destroy_disks=False kept (their disks still need their bases)."""
+        return instance_files_in(self.conf.instances_path)
 
     def undo_handlers(self) -> recovery.Handlers:
         """Kind of operation -> how to undo what a killed one of that kind did."""
@@ -269,7 +281,7 @@ CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
     if getattr(member, "__isabstractmethod__", False)),
     "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses",
-    "register_event_listener", "list_summaries")
+    "register_event_listener", "list_summaries", "instance_files", "all_instance_files")
 
 
 class _InstalledBackends:

@@ -25,8 +25,8 @@ import tempfile
 from collections.abc import Iterator
 
 from virt.errors import ImageError, InvalidParameter
+from virt.units import gib_rounded
 
-GiB = 1 << 30
 TEMP_PREFIX = ".vd-tmp-"
 _FICLONE = 0x40049409  # ioctl: share all of a file's extents (a reflink)
 _NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
@@ -256,4 +256,4 @@ def filesystem_usage_gb(path: str) -> tuple[float | None, float | None, float | 
     except OSError:
         return None, None, None
     total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-    return round(total / GiB, 2), round(free / GiB, 2), round((total - free) / GiB, 2)
+    return gib_rounded(total), gib_rounded(free), gib_rounded(total - free)

@@ -17,13 +17,12 @@ a running guest's write-locked disk. `cleanup` decides under the same lock,
 so a spawn racing with it either finds the base gone and fetches it again,
 or has recorded its overlay before cleanup looks. Any configuration sharing
 the cache therefore protects its overlays without cleanup knowing its
-instances path; overlays made before the records existed are found by
-scanning the instances paths cleanup is given.
+instances path; overlays made before the records existed count when they
+are among the root disks cleanup is given (the driver names them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -42,7 +41,6 @@ from virt.imagestore import LocalImageStore, StoredImage, file_sha256
 LOG = logging.getLogger(__name__)
 
 USERS_DIR = ".users"
-OVERLAY_NAME = "disk"
 
 _QCOW2_MAGIC = b"QFI\xfb"
 _QCOW2_BACKING_NAME_MAX = 1023  # the qcow2 specification's limit
@@ -82,13 +80,14 @@ class ImageCache:
             images.create_cow_image(base, overlay, size, backing_format="raw")
         return base
 
-    def cleanup(self, instances_paths: Iterable[str], min_age: float) -> list[str]:
+    def cleanup(self, root_disks: Iterable[str], min_age: float) -> list[str]:
         """Remove bases no overlay uses whose last use is older than min_age seconds.
 
-        instances_paths: directories of `{uuid}/disk` overlays made before
-        users were recorded (this configuration's instances_path).
+        root_disks: the instances' disks, which count when they point at a
+        base even if made before users were recorded (the driver's
+        all_instance_files()).
         """
-        legacy = overlays_in(instances_paths)
+        legacy = [disk for disk in root_disks if os.path.isfile(disk)]
         removed = []
         for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
             path = os.path.join(self.base_dir, name)
@@ -172,18 +171,6 @@ class ImageCache:
     def _lock(self, key: str):
         return lockutils.lock(f"virt-driver-image-{key}", external=True,
                               lock_path=self.lock_path)
-
-
-def overlays_in(instances_paths: Iterable[str]) -> list[str]:
-    """The `{uuid}/disk` overlays under each instances path."""
-    found = []
-    for directory in instances_paths:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            for entry in sorted(os.listdir(directory)):
-                disk = os.path.join(directory, entry, OVERLAY_NAME)
-                if os.path.isfile(disk):
-                    found.append(disk)
-    return found
 
 
 def _check_base(base: str, virtual_size: int) -> None:

@@ -18,11 +18,14 @@ import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.fileutils import atomic_target
 from virt.validation import ACCEPTED_IMAGE_FORMATS
+
+if TYPE_CHECKING:
+    from oslo_concurrency import processutils
 
 Progress = Callable[[float], None]
 

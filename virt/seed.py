@@ -20,11 +20,10 @@ from typing import Any
 from virt import seedinput
 from virt.errors import InvalidParameter
 from virt.fileutils import atomic_target, atomic_write
+from virt.instancefiles import SEED_RECORD_FILE, InstanceFiles
 from virt.objects import NIC, Instance, SeedConfig
 from virt.validation import check_mac
 
-SEED_FILE = "seed.iso"
-RECORD_FILE = "seed.json"
 LABELS = {"nocloud": "cidata", "configdrive": "config-2"}
 MAX_NAMESERVERS = 3  # what resolv.conf reads
 _OPENSTACK = "openstack/latest"
@@ -80,7 +79,7 @@ class SeedPlan:
             raw["networks"] = tuple(NetworkEntry(**n) for n in raw["networks"])
             recorded = cls(**raw)
         except (ValueError, TypeError, KeyError):
-            raise InvalidParameter(f"seed record: not a {RECORD_FILE} written by virt-driver; "
+            raise InvalidParameter(f"seed record: not a {SEED_RECORD_FILE} written by virt-driver; "
                                    "destroy and spawn the instance again") from None
         return _checked(recorded)
 
@@ -299,8 +298,9 @@ def write(seed: SeedPlan, directory: str) -> str:
     Both are private (0600): they hold the password hash. libvirt gives the
     volume to QEMU when it starts the guest.
     """
-    atomic_write(os.path.join(directory, RECORD_FILE), seed.to_record(), mode=0o600)
-    path = os.path.join(directory, SEED_FILE)
+    files = InstanceFiles(directory)
+    atomic_write(files.seed_record, seed.to_record(), mode=0o600)
+    path = files.seed
     with atomic_target(path) as tmp:
         os.chmod(tmp, 0o600)
         with open(tmp, "wb") as f:
@@ -311,7 +311,7 @@ def write(seed: SeedPlan, directory: str) -> str:
 def read_record(directory: str) -> SeedPlan | None:
     """The plan recorded in an instance directory, or None when it has no seed."""
     try:
-        with open(os.path.join(directory, RECORD_FILE), encoding="utf-8") as f:
+        with open(InstanceFiles(directory).seed_record, encoding="utf-8") as f:
             return SeedPlan.from_record(f.read())
     except FileNotFoundError:
         return None

@@ -172,7 +172,16 @@ def check_block_devices(devices, field: str = "block_devices") -> tuple[BlockDev
                  for i, device in enumerate(_items(devices, field)))
 
 
+def is_uuid(value) -> bool:
+    """A UUID in its canonical form, the only one that may name a path."""
+    try:
+        return str(uuidlib.UUID(value)) == value
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
 def check_uuid(value, field: str) -> str:
+    """The UUID in its canonical form (lower case, with dashes)."""
     try:
         return str(uuidlib.UUID(value))
     except (ValueError, TypeError, AttributeError):

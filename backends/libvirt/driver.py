@@ -1,10 +1,11 @@
 """LibvirtDriver: the ComputeDriver contract on libvirt-python.
 
-An instance lives in `{instances_path}/{uuid}/` (the qcow2 overlay `disk` on a
-raw base from the image cache, and `console.log`) and as a defined domain
-whose metadata element carries what is needed to rebuild the Instance, so no
-database is needed. Every libvirt call goes through the Connection, which
-reconnects and retries once when the daemon went away.
+An instance lives in `{instances_path}/{uuid}/` (virt/instancefiles.py: the
+qcow2 overlay `disk` on a raw base from the image cache, `console.log`, the
+seed) and as a defined domain whose metadata element carries what is needed
+to rebuild the Instance, so no database is needed. Every libvirt call goes
+through the Connection, which reconnects and retries once when the daemon
+went away.
 
 A driver sees only the domains it owns. The owner recorded in each domain's
 metadata is the canonical instances path: it is what the instances' files
@@ -25,7 +26,6 @@ import functools
 import logging
 import os
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
@@ -55,6 +55,7 @@ from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import build_domain, instance_from_domain, interface_for
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.images import Progress
+from virt.instancefiles import InstanceFiles
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -66,7 +67,9 @@ from virt.objects import (
     PowerState,
 )
 from virt.recovery import OperationMarker
-from virt.validation import check_image_name, check_instance_name
+from virt.rollback import Rollback
+from virt.units import gib_to_bytes, whole_gib
+from virt.validation import check_image_name, check_instance_name, check_uuid, is_uuid
 
 if TYPE_CHECKING:
     from virt.imagecache import ImageCache
@@ -76,9 +79,6 @@ LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-GIB = 1 << 30
-DISK_NAME = "disk"
-CONSOLE_LOG = "console.log"
 START_TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 SNAPSHOT_FORMATS = ("qcow2", "raw")
@@ -128,23 +128,6 @@ class _HostFacts:
     arch: str
     runnable_arches: frozenset[str]
     hypervisor_version: int
-
-
-class _Undo:
-    """Steps to take back, newest first, if a multi-step operation fails."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-
-    def push(self, what: str, step: Callable[[], None]) -> None:
-        self._steps.append((what, step))
-
-    def run(self) -> None:
-        for what, step in reversed(self._steps):
-            try:
-                step()
-            except Exception as e:  # keep undoing: every other step still matters
-                LOG.error("could not undo %s: %s", what, e)
 
 
 class LibvirtDriver(ComputeDriver):
@@ -214,12 +197,12 @@ class LibvirtDriver(ComputeDriver):
 
     def _undo_dead_spawn(self, marker: dict) -> None:
         """A spawn killed midway: the domain it defined (same uuid) and its directory go."""
-        name, uuid = check_instance_name(marker["name"]), str(uuidlib.UUID(marker["uuid"]))
+        name, uuid = check_instance_name(marker["name"]), check_uuid(marker["uuid"], "uuid")
         with contextlib.suppress(InstanceNotFound):
             if self._with_domain(name, "look up", lambda dom: dom.UUIDString()) == uuid:
                 self._hard_stop(name)
                 self._undefine(name)
-        remove_quietly(os.path.join(self.conf.instances_path, uuid))
+        remove_quietly(InstanceFiles.of(self.conf.instances_path, uuid).directory)
 
     def _undo_dead_live_snapshot(self, marker: dict) -> None:
         """A live snapshot killed midway: its backup job aborted, the guest thawed."""
@@ -306,7 +289,7 @@ class LibvirtDriver(ComputeDriver):
         if meta.owner is not None:
             return meta.owner == self.owner
         uuid = meta.instance_uuid
-        return _is_uuid(uuid) and os.path.isdir(os.path.join(self.owner, uuid))
+        return is_uuid(uuid) and os.path.isdir(InstanceFiles.of(self.owner, uuid).directory)
 
     def _owns_listed(self, dom: libvirt.virDomain) -> bool:
         """_owns for a domain met in a listing, which may vanish meanwhile (then False)."""
@@ -355,58 +338,53 @@ class LibvirtDriver(ComputeDriver):
 
     def describe_spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
                        block_devices: Iterable[BlockDevice] = ()) -> str:
-        directory = self._instance_dir(instance)
+        files = self.instance_files(instance)
         image = self._image(image_id)
         self._check_root_size(image.virtual_size, instance)
         arch = self._guest_arch(image.properties)
         nics = list(nics) or list(instance.nics)
-        return self._domain_xml(instance, directory, nics, list(block_devices), arch,
+        return self._domain_xml(instance, files, nics, list(block_devices), arch,
                                 seed_plan=seed.plan(instance, nics))
 
     def spawn(self, instance: Instance, image_id: str, nics: Iterable[NIC] = (),
               block_devices: Iterable[BlockDevice] = ()) -> None:
-        directory = self._instance_dir(instance)
+        files = self.instance_files(instance)
         self._check_name_free(instance.name)
         nics = list(nics) or list(instance.nics)
-        undo = _Undo()
         os.makedirs(self.conf.instances_path, exist_ok=True)
         # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
         marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
-                                 uuid=os.path.basename(directory))
-        undo.push("spawn marker", marker.release)
+                                 uuid=os.path.basename(files.directory))
         step = "image"
         try:
-            image = self._image(image_id)
-            self._check_root_size(image.virtual_size, instance)
-            arch = self._guest_arch(image.properties)
-            self.cache.fetch_base(image_id)  # converted now, so that a failure names the image
-            step = "xml"
-            seed_plan = seed.plan(instance, nics)
-            xml = self._domain_xml(instance, directory, nics, list(block_devices), arch,
-                                   seed_plan=seed_plan)
-            step = "disk"
-            self._make_disks(directory, image_id, instance, undo)
-            if seed_plan is not None:
-                seed.write(seed_plan, directory)
-            step = "define"
-            self._call("define", instance.name, lambda conn: conn.defineXML(xml))
-            self._owned_names[instance.name] = True
-            undo.push("definition", lambda: self._undefine(instance.name))
-            step = "start"
-            self._with_domain(instance.name, "start", lambda dom: dom.create())
-            undo.push("running domain", lambda: self._hard_stop(instance.name))
-            step = "wait"
-            self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
-            marker.release()
+            with Rollback() as undo:
+                undo.push("spawn marker", marker.release)
+                image = self._image(image_id)
+                self._check_root_size(image.virtual_size, instance)
+                arch = self._guest_arch(image.properties)
+                self.cache.fetch_base(image_id)  # converted now: a failure names the image
+                step = "xml"
+                seed_plan = seed.plan(instance, nics)
+                xml = self._domain_xml(instance, files, nics, list(block_devices), arch,
+                                       seed_plan=seed_plan)
+                step = "disk"
+                self._make_disks(files, image_id, instance, undo)
+                if seed_plan is not None:
+                    seed.write(seed_plan, files.directory)
+                step = "define"
+                self._call("define", instance.name, lambda conn: conn.defineXML(xml))
+                self._owned_names[instance.name] = True
+                undo.push("definition", lambda: self._undefine(instance.name))
+                step = "start"
+                self._with_domain(instance.name, "start", lambda dom: dom.create())
+                undo.push("running domain", lambda: self._hard_stop(instance.name))
+                step = "wait"
+                self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+                marker.release()
         except VirtError as e:
-            undo.run()
             raise SpawnError(step, str(e)) from None
         except OSError as e:
-            undo.run()
             raise SpawnError(step, f"{e.strerror}: {e.filename}") from None
-        except BaseException:
-            undo.run()
-            raise
 
     def _image(self, image_id: str):
         check_image_name(image_id, "image")
@@ -414,12 +392,12 @@ class LibvirtDriver(ComputeDriver):
 
     @staticmethod
     def _check_root_size(virtual_size: int, instance: Instance) -> None:
-        root = instance.flavor.root_gb * GIB
+        root = gib_to_bytes(instance.flavor.root_gb)
         if instance.flavor.root_gb and virtual_size > root:
             raise InvalidParameter(
                 f"image is {virtual_size} bytes, larger than the flavor's root disk "
                 f"({instance.flavor.root_gb} GiB): use a flavor with root_gb >= "
-                f"{-(-virtual_size // GIB)}")
+                f"{whole_gib(virtual_size)}")
 
     def _host_facts(self) -> _HostFacts:
         """Capabilities and version, read once per connection (a restart may change them)."""
@@ -442,7 +420,7 @@ class LibvirtDriver(ComputeDriver):
                 f"{', '.join(sorted(runnable)) or 'nothing'}: use an image for one of those")
         return arch
 
-    def _domain_xml(self, instance: Instance, directory: str, nics: list[NIC],
+    def _domain_xml(self, instance: Instance, files: InstanceFiles, nics: list[NIC],
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None, seed_plan: seed.SeedPlan | None = None) -> str:
         version = self._host_facts().hypervisor_version
@@ -450,7 +428,7 @@ class LibvirtDriver(ComputeDriver):
         if seed_plan is not None:
             # Read-only virtio disk: cloud-init's ds-identify finds it (a SATA cdrom it did not).
             block_devices = [*block_devices, BlockDevice(
-                path=os.path.join(directory, seed.SEED_FILE), fmt="raw", readonly=True)]
+                path=files.seed, fmt="raw", readonly=True)]
             params = _with_kernel_hint(params, seed_plan.kernel_hint())
         instance = dataclasses.replace(instance, params=resolve_host_programs(
             params, allowed_programs(self.conf)))
@@ -459,27 +437,27 @@ class LibvirtDriver(ComputeDriver):
             raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
                                    "networking; use a bridge")
         nics = usernet.other_nics(nics, forwarded)
-        root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
+        root = BlockDevice(path=files.disk, fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
-                              console_log=os.path.join(directory, CONSOLE_LOG), owner=self.owner)
+                              console_log=files.console_log, owner=self.owner)
         return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
 
-    def _make_disks(self, directory: str, image_id: str, instance: Instance,
-                    undo: _Undo) -> None:
+    def _make_disks(self, files: InstanceFiles, image_id: str, instance: Instance,
+                    undo: Rollback) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
-        os.mkdir(directory, 0o750)  # an existing directory is not ours to remove
-        undo.push(f"directory {directory}", lambda: remove_quietly(directory))
-        size = instance.flavor.root_gb * GIB or None
-        self.cache.create_overlay(image_id, os.path.join(directory, DISK_NAME), size)
+        os.mkdir(files.directory, 0o750)  # an existing directory is not ours to remove
+        undo.push(f"directory {files.directory}", lambda: remove_quietly(files.directory))
+        size = gib_to_bytes(instance.flavor.root_gb) or None
+        self.cache.create_overlay(image_id, files.disk, size)
         # Created now so that it belongs to us and the guest's log appends to it.
-        with open(os.path.join(directory, CONSOLE_LOG), "x"):
+        with open(files.console_log, "x"):
             pass
 
     # -- stop and remove ----------------------------------------------------
 
     def destroy(self, instance: Instance, destroy_disks: bool = True) -> None:
-        directory = self._instance_dir(instance)
+        directory = self.instance_files(instance).directory
         with contextlib.suppress(InstanceNotFound):
             self._stop(instance.name, self.conf.libvirt.shutdown_timeout)
             self._undefine(instance.name)
@@ -561,13 +539,12 @@ class LibvirtDriver(ComputeDriver):
         disks = [BlockDevice(path=d.source, fmt=d.driver_type or "raw", bus=d.target_bus,
                              readonly=d.readonly, device_type=d.device)
                  for d in domain.devices_of(Disk) if d.source]
-        directory = os.path.dirname(disks[0].path)
-        seed_plan = seed.read_record(directory)
+        files = InstanceFiles(os.path.dirname(disks[0].path))
+        seed_plan = seed.read_record(files.directory)
         if seed_plan is not None:  # rebuilt: a guest may have been handed a damaged one
-            seed.write(seed_plan, directory)
-        seed_path = os.path.join(directory, seed.SEED_FILE)
-        xml = self._domain_xml(instance, directory, list(instance.nics),
-                               [d for d in disks[1:] if d.path != seed_path],
+            seed.write(seed_plan, files.directory)
+        xml = self._domain_xml(instance, files, list(instance.nics),
+                               [d for d in disks[1:] if d.path != files.seed],
                                domain.os.arch or "x86_64", machine=domain.os.machine,
                                seed_plan=seed_plan)
         self._call("define", name, lambda conn: conn.defineXML(xml))
@@ -632,7 +609,7 @@ class LibvirtDriver(ComputeDriver):
         return instance_from_domain(self._definition(name))
 
     def get_console_output(self, instance: Instance) -> str:
-        path = os.path.join(self._instance_dir(instance), CONSOLE_LOG)
+        path = self.instance_files(instance).console_log
         limit = self.conf.libvirt.console_log_max_bytes
         try:
             with open(path, "rb") as f:
@@ -735,11 +712,11 @@ class LibvirtDriver(ComputeDriver):
         """Attach a copy of `volume` (store image name, or file path with fmt); its target."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
+        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
-        path = volumes.volume_file(directory)
+        path = files.new_volume()
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
-        with held_staging_dir(directory, "volume-" + target) as staging:
+        with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
                 copy = volumes.make_copy(self.store, volume, fmt, staging)
             except OSError as e:
@@ -761,8 +738,8 @@ class LibvirtDriver(ComputeDriver):
         """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        directory = os.path.join(self.owner, domain.metadata.instance_uuid)
-        disk = volumes.attached_volume(domain, directory, device)
+        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
+        disk = volumes.attached_volume(domain, files, device)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
                        lambda fn: self._call("watch", instance.name, fn),
@@ -822,7 +799,7 @@ class LibvirtDriver(ComputeDriver):
         On any failure the guest keeps running here. A stopped guest migrates
         offline: only its definition moves (shared storage only).
         """
-        directory = self._instance_dir(instance)
+        directory = self.instance_files(instance).directory
         if not isinstance(dest, str) or "://" not in dest or any(c.isspace() for c in dest):
             raise InvalidParameter(f"destination {dest!r}: use a libvirt URI such as "
                                    "qemu+ssh://host/system")
@@ -885,7 +862,7 @@ class LibvirtDriver(ComputeDriver):
     def seed_record(self, instance: Instance) -> str | None:
         """The instance's seed record (seed.json), for prepare_incoming at the destination."""
         try:
-            with open(os.path.join(self._instance_dir(instance), seed.RECORD_FILE)) as f:
+            with open(self.instance_files(instance).seed_record) as f:
                 return f.read()
         except FileNotFoundError:
             return None
@@ -897,34 +874,30 @@ class LibvirtDriver(ComputeDriver):
         export, is imported first when the image is not there), an empty
         overlay over it, which libvirt fills, and the seed rebuilt from the
         source's seed_record. Returns this host's instances path for migrate()."""
-        directory = self._instance_dir(instance)
+        files = self.instance_files(instance)
         self._check_name_free(instance.name)
         plan = None if seed_record is None else incoming.seed_plan(instance, seed_record)
         name = check_image_name(instance.image or "", "image")
-        undo = _Undo()
         try:
-            if chain is not None and incoming.import_missing_image(
-                    self.store, name, chain,
-                    images.parse_size(self.conf.images.max_chain_import_size)):
-                undo.push(f"imported image {name}", lambda: self.store.delete(name))
-            image = self._image(name)
-            self._check_root_size(image.virtual_size, instance)
-            self.cache.fetch_base(image.name)
-            self._make_disks(directory, image.name, instance, undo)
-            if plan is not None:
-                seed.write(plan, directory)
+            with Rollback() as undo:
+                if chain is not None and incoming.import_missing_image(
+                        self.store, name, chain,
+                        images.parse_size(self.conf.images.max_chain_import_size)):
+                    undo.push(f"imported image {name}", lambda: self.store.delete(name))
+                image = self._image(name)
+                self._check_root_size(image.virtual_size, instance)
+                self.cache.fetch_base(image.name)
+                self._make_disks(files, image.name, instance, undo)
+                if plan is not None:
+                    seed.write(plan, files.directory)
         except OSError as e:
-            undo.run()
             raise InvalidState(f"cannot prepare {instance.name} for migration: {e.strerror}: "
                                f"{e.filename}; migrate-abandon it, then try again") from None
-        except BaseException:
-            undo.run()
-            raise
         return self.conf.instances_path
 
     def abandon_incoming(self, instance: Instance) -> None:
         """Undo prepare_incoming after a failed migration; never touches an arrived guest."""
-        directory = self._instance_dir(instance)
+        directory = self.instance_files(instance).directory
         if self.instance_exists(instance):
             raise InvalidState(f"instance {instance.name!r} arrived here: destroy it "
                                "instead if it must go")
@@ -940,14 +913,6 @@ class LibvirtDriver(ComputeDriver):
         job.abort()
 
     # -- plumbing -----------------------------------------------------------
-
-    def _instance_dir(self, instance: Instance) -> str:
-        self._check_name(instance)
-        try:
-            uuid = str(uuidlib.UUID(instance.uuid))
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidParameter(f"instance uuid {instance.uuid!r}: use a UUID") from None
-        return os.path.join(self.conf.instances_path, uuid)
 
     @staticmethod
     def _check_name(instance: Instance) -> None:
@@ -1027,14 +992,6 @@ def _metadata(dom: libvirt.virDomain) -> InstanceMetadata | None:
         return InstanceMetadata.from_element(root)
     except (etree.XMLSyntaxError, InvalidParameter):
         return None  # not ours to read: someone else's element in our namespace
-
-
-def _is_uuid(value: str | None) -> bool:
-    """A canonical UUID, so that metadata cannot name a path outside the instances path."""
-    try:
-        return str(uuidlib.UUID(value)) == value
-    except (ValueError, TypeError, AttributeError):
-        return False
 
 
 @contextlib.contextmanager

@@ -15,7 +15,6 @@ in its definition too, and the caller hears so.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,17 +26,12 @@ from virt import images
 from virt.domain import Disk, Domain
 from virt.errors import InvalidParameter
 from virt.fileutils import private_copy, remove_quietly
+from virt.instancefiles import InstanceFiles
 
 T = TypeVar("T")
 DomainCall = Callable[[str, Callable[[libvirt.virDomain], T]], T]
 
-PREFIX = "volume-"
 VOLUME_FORMATS = ("raw", "qcow2")
-
-
-def volume_file(instance_dir: str) -> str:
-    """A new volume's file: named once, as a hard reboot may give its disk another target."""
-    return os.path.join(instance_dir, f"{PREFIX}{uuid.uuid4().hex[:12]}.qcow2")
 
 
 def free_target(domain: Domain, bus: str, wanted: str | None) -> str:
@@ -104,16 +98,14 @@ def _detach_live(call: DomainCall, conn_call, name: str, target: str, xml: str,
         d.target_dev != target for d in live.devices_of(Disk)), target, timeout)
 
 
-def attached_volume(domain: Domain, instance_dir: str, target: str) -> Disk:
+def attached_volume(domain: Domain, files: InstanceFiles, target: str) -> Disk:
     """The volume disk at `target`; refuses the root disk and disks that are no volume."""
     disk = next((d for d in domain.devices_of(Disk) if d.target_dev == target), None)
     if disk is None:
         raise InvalidParameter(f"device {target!r}: the guest has no such disk; "
                                "see its definition for attached volumes")
     # by its file, not its target: a hard reboot may give the disk another target
-    source = disk.source or ""
-    if os.path.dirname(source) != instance_dir \
-            or not os.path.basename(source).startswith(PREFIX):
+    if not files.is_volume(disk.source or ""):
         raise InvalidParameter(f"device {target!r} is not a volume attached by attach_volume "
                                "(the root disk or a disk from boot): it cannot be detached")
     return disk

@@ -10,7 +10,6 @@ the paravirtual NIC type); everything else is shared.
 from __future__ import annotations
 
 import re
-import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from virt.validation import (
     check_instance_name,
     check_int_range,
     check_mac,
+    check_uuid,
     check_vnc_listen,
 )
 
@@ -167,11 +167,7 @@ def _list(field_name: str, items: Sequence[str]) -> str:
 def render(cfg: GuestConfig) -> str:
     """The config file text. Raises InvalidParameter naming the bad field."""
     check_instance_name(cfg.name)
-    try:
-        uuid = str(uuidlib.UUID(cfg.uuid))
-    except (ValueError, TypeError, AttributeError):
-        raise InvalidParameter(f"uuid {cfg.uuid!r}: use a UUID like "
-                               "8f14e45f-ceea-467f-a8f5-3c1d2e4b5a6c") from None
+    uuid = check_uuid(cfg.uuid, "uuid")
     check_int_range(cfg.memory_mb, 16, 16 * 1024 * 1024, "memory_mb")
     check_int_range(cfg.vcpus, 1, 512, "vcpus")
     lines: list[tuple[str, str]] = []

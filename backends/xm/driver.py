@@ -15,7 +15,6 @@ import math
 import os
 import re
 import time
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 
 from backends.xm import config as xmconfig
@@ -53,11 +52,12 @@ from virt.objects import (
     PowerState,
 )
 from virt.recovery import Reclaimed
+from virt.rollback import Rollback
+from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_instance_name
 
 LOG = logging.getLogger(__name__)
 
-GiB = 1024 ** 3
 REBOOT_POLL_SECONDS = 1.0
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 
@@ -107,19 +107,6 @@ class XmDriver(ComputeDriver):
     def config_path(self, name: str) -> str:
         return os.path.join(self.config_dir, check_instance_name(name))
 
-    def instance_dir(self, instance: Instance) -> str:
-        try:
-            uuid = str(uuidlib.UUID(instance.uuid))
-        except (ValueError, TypeError, AttributeError):
-            raise InvalidParameter(f"uuid {instance.uuid!r}: use a UUID") from None
-        return os.path.join(self.conf.instances_path, uuid)
-
-    def disk_path(self, instance: Instance) -> str:
-        return os.path.join(self.instance_dir(instance), "disk")
-
-    def seed_path(self, instance: Instance) -> str:
-        return os.path.join(self.instance_dir(instance), seed.SEED_FILE)
-
     def _find(self, instance: Instance) -> DomainRow | None:
         return self.toolstack.find(check_instance_name(instance.name))
 
@@ -168,13 +155,14 @@ class XmDriver(ComputeDriver):
         toolstack = self.toolstack.command
         driver = self._disk_driver()
         disk_format = xmconfig.instance_disk_format(driver, toolstack)
-        disks = [xmconfig.DiskLine(self.disk_path(instance),
+        files = self.instance_files(instance)
+        disks = [xmconfig.DiskLine(files.disk,
                                    xmconfig.disk_prefix(driver, toolstack, disk_format))]
         for device in block_devices:
             disks.append(self._block_device_line(device, driver, toolstack))
         nics = tuple(nics) or tuple(instance.nics)
         if seed.plan(instance, nics) is not None:  # checked now; written by spawn
-            disks.append(xmconfig.DiskLine(self.seed_path(instance),
+            disks.append(xmconfig.DiskLine(files.seed,
                                            xmconfig.disk_prefix(driver, toolstack, "raw"),
                                            readonly=True))
         cfg = xmconfig.GuestConfig(
@@ -210,43 +198,44 @@ class XmDriver(ComputeDriver):
         if os.path.exists(config_path):
             raise InstanceExists(f"instance {instance.name!r} is defined ({config_path} exists): "
                                  "power it on, or destroy it first")
-        instance_dir = self.instance_dir(instance)
+        instance_dir = self.instance_files(instance).directory
         if os.path.exists(instance_dir):
             raise InstanceExists(f"instance directory {instance_dir} already exists: "
                                  "destroy the old instance first")
         step = "image"
         try:
-            base = self._cache().fetch_base(image_id)
-            step = "disk"
-            os.makedirs(instance_dir)
-            self._make_disk(instance, image_id, base, disk_format)
-            seed_plan = seed.plan(instance, cfg.nics)
-            if seed_plan is not None:
-                seed.write(seed_plan, instance_dir)
-            step = "config"
-            self._write_config(config_path, xmconfig.render(cfg), cfg.vnc_password is not None)
-            remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
-            step = "create"
-            self.toolstack.run("create", config_path)
+            with Rollback() as undo:
+                base = self._cache().fetch_base(image_id)
+                step = "disk"
+                os.makedirs(instance_dir)
+                undo.push(f"directory {instance_dir}", lambda: remove_quietly(instance_dir))
+                self._make_disk(instance, image_id, base, disk_format)
+                seed_plan = seed.plan(instance, cfg.nics)
+                if seed_plan is not None:
+                    seed.write(seed_plan, instance_dir)
+                step = "config"
+                self._write_config(config_path, xmconfig.render(cfg),
+                                   cfg.vnc_password is not None)
+                undo.push(f"config {config_path}", lambda: remove_quietly(config_path))
+                remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
+                step = "create"
+                # Runs first: the config of a guest that would not start is kept for a look.
+                undo.push("failed config", lambda: self._keep_failed_config(
+                    config_path, instance.name))
+                self.toolstack.run("create", config_path)
         except (VirtError, OSError) as exc:
-            if step == "create":
-                self._keep_failed_config(config_path, instance.name)
-            else:
-                _cleanup(config_path)
-            if step != "image":
-                _cleanup(instance_dir)
             raise SpawnError(step, str(exc)) from exc
         self._emit(instance.name, PowerState.RUNNING)
 
     def _make_disk(self, instance: Instance, image_id: str, base: str,
                    disk_format: str) -> None:
-        path = self.disk_path(instance)
+        path = self.instance_files(instance).disk
         base_size = images.get_disk_size(base, "raw")
-        size = instance.flavor.root_gb * GiB
+        size = gib_to_bytes(instance.flavor.root_gb)
         if size < base_size:
             raise InvalidParameter(
                 f"flavor root_gb {instance.flavor.root_gb}: the image needs "
-                f"{math.ceil(base_size / GiB)} GiB; use a larger flavor")
+                f"{whole_gib(base_size)} GiB; use a larger flavor")
         if disk_format == "qcow2":
             self._cache().create_overlay(image_id, path, size)  # recorded as the base's user
         else:
@@ -268,7 +257,7 @@ class XmDriver(ComputeDriver):
             LOG.error("kept the config of %s, which failed to start, as %s", name, target)
         except OSError as exc:
             LOG.error("could not keep the failed config of %s (%s); removing it", name, exc)
-            _cleanup(config_path)
+            remove_quietly(config_path)
 
     # -- stop and start ---------------------------------------------------
 
@@ -299,7 +288,7 @@ class XmDriver(ComputeDriver):
         remove_quietly(self.config_path(instance.name))
         remove_quietly(os.path.join(self.config_dir, "auto", instance.name))
         if destroy_disks:
-            remove_quietly(self.instance_dir(instance))
+            remove_quietly(self.instance_files(instance).directory)
         self._emit(instance.name, PowerState.SHUTOFF)
 
     def power_off(self, instance: Instance, timeout: int | None = None) -> None:
@@ -321,9 +310,10 @@ class XmDriver(ComputeDriver):
         before = self._require(instance)
         if hard:
             self._stop(instance, 0)
-            seed_plan = seed.read_record(self.instance_dir(instance))
+            directory = self.instance_files(instance).directory
+            seed_plan = seed.read_record(directory)
             if seed_plan is not None:  # rebuilt from the record, as the libvirt backend does
-                seed.write(seed_plan, self.instance_dir(instance))
+                seed.write(seed_plan, directory)
             self.power_on(instance)
             return
         self.toolstack.run("reboot", instance.name)
@@ -495,12 +485,3 @@ def instance_from_config(values: dict) -> Instance:
         flavor=Flavor(memory_mb=values["memory"], vcpus=values["vcpus"], root_gb=root_gb),
         image=None if image in (None, "-") else image,
         network_port=xmconfig.VNC_BASE_PORT + display if isinstance(display, int) else None)
-
-
-def _cleanup(path: str) -> None:
-    """Remove what a failed spawn made; a failure here must not hide the first one."""
-    try:
-        remove_quietly(path)
-    except OSError as exc:
-        LOG.error("could not remove %s after a failed spawn: %s", path, exc)
-

@@ -34,8 +34,8 @@ from tests.support.guests import (
 from virt import chain
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore, file_sha256
+from virt.units import MiB
 
-MiB = 1 << 20
 # (pattern, offset) of the 1 MiB written into the mid and leaf levels, clear of
 # the guest's marker block at 1 MiB.
 MID_DATA = (0x22, 4 * MiB)

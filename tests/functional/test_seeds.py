@@ -52,11 +52,10 @@ def test_the_guest_sees_the_seed_through_a_hard_reboot_and_destroy_removes_it(
         params={"kernel_path": demo_guest.kernel, "initrd_path": demo_guest.initrd,
                 "kernel_args": demo_guest.cmdline("wait")},
         seed=SeedConfig(format=fmt, hostname="seeded", ssh_keys=(public_key,)))
-    directory = os.path.join(driver.conf.instances_path, instance.uuid)
-    console = os.path.join(directory, "console.log")
+    files = driver.instance_files(instance)
     driver.spawn(instance, "demo")
-    lines = wait_for_console(console, "ready")
-    iso = os.path.join(directory, seed.SEED_FILE)
+    lines = wait_for_console(files.console_log, "ready")
+    iso = files.seed
     size = os.path.getsize(iso)
     assert _disk_lines(lines)["disk=vdb"] == f"disk=vdb bytes={size}"
     cmdline = next(line for line in lines if line.startswith("cmdline="))
@@ -77,21 +76,21 @@ def test_the_guest_sees_the_seed_through_a_hard_reboot_and_destroy_removes_it(
 
     os.remove(iso)  # lost while the guest ran: the hard reboot builds it again
     driver.reboot(instance, hard=True)
-    lines = wait_for_console(console, "ready", count=2)
+    lines = wait_for_console(files.console_log, "ready", count=2)
     assert os.path.getsize(iso) == size
     assert [line for line in lines if line.startswith("disk=vdb")][-1] == \
         f"disk=vdb bytes={size}"
     assert "disk=vdc" not in _disk_lines(lines)
 
     driver.destroy(instance)
-    assert not os.path.exists(directory)
+    assert not os.path.exists(files.directory)
     assert instance.name not in driver.list_instances()
 
 
 def test_xm_attaches_the_seed_read_only_rebuilds_it_and_destroy_removes_it(xm_env, public_key):
     env = xm_env
     inst = env.instance(seed=SeedConfig(format="configdrive", ssh_keys=(public_key,)))
-    seed_path = env.driver.seed_path(inst)
+    seed_path = env.driver.instance_files(inst).seed
     assert seed_path in env.driver.describe_spawn(inst, "base")
     env.driver.spawn(inst, "base")
     with libxlutil.XlConfig(env.config_path()) as xl:
@@ -99,7 +98,7 @@ def test_xm_attaches_the_seed_read_only_rebuilds_it_and_destroy_removes_it(xm_en
     assert [(d.target, d.vdev, d.readwrite, d.is_cdrom) for d in disks[1:]] == \
         [(seed_path, "xvdb", False, False)]
     assert disks[1].format == "raw"
-    assert seed.read_record(env.driver.instance_dir(inst)).format == "configdrive"
+    assert seed.read_record(env.driver.instance_files(inst).directory).format == "configdrive"
 
     assert env.driver.get_addresses(inst) == GuestAddresses(agent_answers=False)
     os.remove(seed_path)

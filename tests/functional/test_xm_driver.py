@@ -47,7 +47,7 @@ def test_spawn_writes_config_disk_and_creates(xm_env):
     info = xm_env.driver.get_info(inst)
     assert (info.state, info.mem_kb, info.num_cpu) == (PowerState.BLOCKED, 256 * 1024, 2)
 
-    disk_path = xm_env.driver.disk_path(inst)
+    disk_path = xm_env.driver.instance_files(inst).disk
     with libxlutil.XlConfig(xm_env.config_path()) as xl:
         disk = xl.parse_disk(xl.get_list("disk")[0])
         assert (disk.target, disk.vdev, disk.readwrite) == (disk_path, "xvda", True)
@@ -95,7 +95,7 @@ def test_failure_at_each_spawn_step_leaves_nothing(xm_env, tmp_path):
     driver = xm_env.make_driver(conf)
     with pytest.raises(SpawnError, match="step 'config'"):
         driver.spawn(inst, "base")
-    assert not os.path.exists(driver.instance_dir(inst))
+    assert not os.path.exists(driver.instance_files(inst).directory)
 
     xm_env.double.fail("create", "libxl: error: cannot allocate memory")
     with pytest.raises(SpawnError, match="step 'create'.*cannot allocate memory"):
@@ -169,7 +169,7 @@ def test_destroy_keeps_disks_when_asked(xm_env):
     inst = xm_env.instance()
     xm_env.driver.spawn(inst, "base")
     xm_env.driver.destroy(inst, destroy_disks=False)
-    assert os.path.exists(xm_env.driver.disk_path(inst))
+    assert os.path.exists(xm_env.driver.instance_files(inst).disk)
     assert not os.path.exists(xm_env.config_path())
 
 
@@ -197,7 +197,8 @@ def test_pause_unpause_power_off_on(xm_env):
     assert xm_env.driver.get_info(inst).state is PowerState.BLOCKED
     xm_env.driver.power_off(inst)
     assert not xm_env.driver.instance_exists(inst)
-    assert os.path.exists(xm_env.config_path()) and os.path.exists(xm_env.driver.disk_path(inst))
+    assert os.path.exists(xm_env.config_path())
+    assert os.path.exists(xm_env.driver.instance_files(inst).disk)
     xm_env.driver.power_on(inst)
     assert xm_env.driver.instance_exists(inst)
     with pytest.raises(InstanceNotFound, match="spawn it first"):
@@ -308,7 +309,8 @@ def test_hvm_with_vnc_password_is_private(xm_env, tmp_path):
         assert xl.get_long("vncdisplay") == 5
         disks = [xl.parse_disk(spec) for spec in xl.get_list("disk")]
     assert [(d.target, d.vdev, d.readwrite, d.is_cdrom) for d in disks] == [
-        (xm_env.driver.disk_path(inst), "hda", True, False), (str(extra), "hdb", False, False),
+        (xm_env.driver.instance_files(inst).disk, "hda", True, False),
+        (str(extra), "hdb", False, False),
         (str(iso), "hdc", False, True)]
 
 

@@ -10,9 +10,7 @@ from oslo_concurrency import processutils
 
 from virt import chain
 from virt.imagestore import LocalImageStore
-
-MiB = 1 << 20
-
+from virt.units import MiB
 
 SIZE = 16 * MiB
 

@@ -61,5 +61,5 @@ class Env:
         return [call[1:] for call in self.double.calls()]
 
     def leftovers(self, instance: Instance) -> list[str]:
-        paths = [self.config_path(instance.name), self.driver.instance_dir(instance)]
+        paths = [self.config_path(instance.name), self.driver.instance_files(instance).directory]
         return [p for p in paths if os.path.exists(p)]

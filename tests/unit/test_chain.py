@@ -19,7 +19,6 @@ import pytest
 
 from tests.support.images import (
     SIZE,
-    MiB,
     export_to,
     import_from,
     make_chain,
@@ -32,6 +31,7 @@ from virt import chain
 from virt.errors import InvalidParameter, UnsafeImage, VirtError
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
+from virt.units import MiB
 
 
 def sha256(path: str) -> str:

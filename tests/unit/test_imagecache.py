@@ -93,8 +93,9 @@ def test_cleanup_removes_only_old_unused_bases(cache, tmp_path):
     os.utime(used, (old, old))
     os.utime(unused, (old, old))
 
-    assert cache.cleanup([str(instances)], min_age=7200) == []
-    assert cache.cleanup([str(instances)], min_age=600) == [unused]
+    disks = [str(instances / "0b7c1f4e-0000-4000-8000-000000000001" / "disk")]
+    assert cache.cleanup(disks, min_age=7200) == []
+    assert cache.cleanup(disks, min_age=600) == [unused]
     assert _bases(cache) == [os.path.basename(used)]
     cache.fetch_base("base-image")  # touched: now recent
     assert cache.cleanup([], min_age=600) == []

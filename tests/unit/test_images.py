@@ -18,8 +18,7 @@ from virt import images
 from virt.conf import make_conf
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.imagestore import LocalImageStore
-
-MiB = 1 << 20
+from virt.units import MiB
 
 
 def listing(directory):

@@ -20,8 +20,7 @@ from tests.support.images import (
 from virt import images
 from virt.errors import ImageError, ImageNotFound, InvalidParameter, UnsafeImage
 from virt.imagestore import DamagedRecord, LocalImageStore, file_sha256
-
-MiB = 1 << 20
+from virt.units import MiB
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 
 from virt import images
 from virt.errors import UnsafeImage
+from virt.units import MiB
 
-MiB = 1 << 20
 SECTOR = 512
 ISO_PVD = 32 << 10  # the first volume descriptor of ISO 9660
 VHD_TYPE, VHD_CHECKSUM = 60, 64  # footer fields

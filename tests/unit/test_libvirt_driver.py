@@ -275,6 +275,20 @@ def test_destroy_can_keep_disks(driver, conf):
         ["console.log", "disk"]
 
 
+def test_the_driver_names_the_files_spawn_made_and_destroy_kept(driver, conf):
+    instance = _instance()
+    files = driver.instance_files(instance)
+    assert driver.all_instance_files() == []
+    driver.spawn(instance, "tiny")
+    xml = driver.describe_spawn(_instance(name="other", uuid=instance.uuid), "tiny")
+    assert files.disk in xml and files.console_log in xml
+    assert images.info(files.disk, "qcow2").virtual_size == 1 << 30
+    driver.destroy(instance, destroy_disks=False)
+    assert [f.disk for f in driver.all_instance_files()] == [files.disk]
+    with pytest.raises(InvalidParameter, match="instance uuid"):
+        driver.instance_files(_instance(uuid="../.."))
+
+
 # -- power -------------------------------------------------------------------
 
 def test_power_transitions(driver):

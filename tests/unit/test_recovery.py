@@ -13,8 +13,7 @@ from virt import chain, images
 from virt.fileutils import TEMP_PREFIX, atomic_target, held_staging_dir, held_temporary
 from virt.imagestore import LocalImageStore
 from virt.recovery import OperationMarker, reclaim_instances, reclaim_temporaries
-
-MiB = 1 << 20
+from virt.units import MiB
 
 # Writes 4 MiB into an atomic_target temporary, says so, then waits to be killed.
 KILLED_WRITER = """

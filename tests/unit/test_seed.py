@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import subprocess
 
 import pycdlib
@@ -17,6 +18,7 @@ import yaml
 
 from virt import seed, seedinput
 from virt.errors import InvalidParameter
+from virt.instancefiles import InstanceFiles
 from virt.objects import NIC, Instance, SeedConfig
 
 UUID = "3f0e8a51-8d7c-4a7e-9a59-6c1d8b1f0e21"
@@ -243,7 +245,7 @@ def test_the_record_gives_back_the_same_plan_and_a_tampered_one_is_refused(tmp_p
     plan = _plan(ssh_keys=(keys["ed25519"][0],), password_hash=seedinput.hash_password("pw"),
                  nics=(NIC(mac=MAC0, ip="10.1.0.7/16"),), gateway="10.1.0.1")
     seed.write(plan, str(tmp_path))
-    record = tmp_path / seed.RECORD_FILE
+    record = pathlib.Path(InstanceFiles(str(tmp_path)).seed_record)
     assert seed.read_record(str(tmp_path)) == plan
     raw = json.loads(record.read_text())
     raw["ssh_keys"] = ["-----BEGIN OPENSSH PRIVATE KEY-----"]
