@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 from virt import recovery
+from virt.capabilities import Capabilities
 from virt.errors import BackendUnavailable, InvalidParameter, NotSupported
 from virt.objects import NIC, BlockDevice, GuestAddresses, HostInfo, Instance, InstanceInfo
 from virt.validation import (
@@ -91,6 +92,8 @@ class ComputeDriver(abc.ABC):
     """
 
     name = "abstract"
+    # What this backend supports; what it lacks raises NotSupported (virt/capabilities.py).
+    capabilities = Capabilities()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
