@@ -136,7 +136,6 @@ def test_root_gb_0_means_the_image_size(backend):
 def test_reboot_soft_then_hard_when_the_soft_one_is_not_seen(backend):
     instance = backend.instance("reboot")
     backend.driver.spawn(instance, backend.image)
-    backend.wait_booted(instance)
     first = backend.driver.get_info(instance).id
     backend.driver.reboot(instance)
     assert backend.driver.get_info(instance).state in backend.up
