@@ -81,9 +81,12 @@ _QEMU_REFUSED_ACTIONS = {
 }
 
 
-def _check_lifecycle(virt_type: str, params: dict[str, object]) -> None:
+def _check_qemu_limits(virt_type: str, given: dict[str, str], params: dict[str, object]) -> None:
+    """NotSupported for what a KVM/QEMU domain cannot express (never silently dropped)."""
     if virt_type not in ("kvm", "qemu"):
         return
+    if "pae" in given:
+        raise NotSupported(f"params['pae']: {virt_type} guests always have PAE; leave it out")
     for name, refused in _QEMU_REFUSED_ACTIONS.items():
         if params[name] in refused:
             actions = contract.CRASH_ACTIONS if name == "on_crash" else contract.STOP_ACTIONS
@@ -264,7 +267,7 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
     shape = _shape(instance, virt_type)
     check_instance(instance)
     params = read_params(instance.kind, instance.params)
-    _check_lifecycle(virt_type, params)
+    _check_qemu_limits(virt_type, instance.params, params)
     _choice(ARCHES)(arch, "arch")
     if machine is not None and not _MACHINE.fullmatch(machine):
         raise InvalidParameter(f"machine {machine!r}: use letters, digits, '.', '_' or '-'")
