@@ -5,13 +5,13 @@ VENV   ?= .venv
 PYTEST := $(VENV)/bin/pytest
 RUFF   := $(VENV)/bin/ruff
 
-.PHONY: demo test bootstrap daemons lint unit functional fault genconfig bench
+.PHONY: demo test bootstrap daemons lint unit contract functional fault genconfig bench
 
 demo: bootstrap daemons
 	$(VENV)/bin/python tools/demo.py
 
 test: bootstrap daemons lint
-	$(PYTEST) -q -p no:cacheprovider tests/unit tests/functional tests/fault
+	$(PYTEST) -q -p no:cacheprovider tests/unit tests/contract tests/functional tests/fault
 
 bootstrap:
 	tools/bootstrap.sh
@@ -24,6 +24,9 @@ lint: bootstrap
 
 unit: bootstrap
 	$(PYTEST) -q tests/unit
+
+contract: daemons
+	$(PYTEST) -q tests/contract
 
 functional: daemons
 	$(PYTEST) -q tests/functional

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 
 from virt import recovery
+from virt.capabilities import Capabilities
 from virt.errors import BackendUnavailable, InstanceNotFound, InvalidParameter, NotSupported
 from virt.events import EventFanout, Listener
 from virt.instancefiles import InstanceFiles, instance_files_in
@@ -101,6 +102,8 @@ class ComputeDriver(abc.ABC):
     """
 
     name = "abstract"
+    # What this backend supports; what it lacks raises NotSupported (virt/capabilities.py).
+    capabilities = Capabilities()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

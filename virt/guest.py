@@ -1,8 +1,8 @@
 """From an Instance to a Domain: the policy of what a guest's domain XML holds.
 
 build_domain() checks every input first and only then builds the model, so
-bad input never reaches an XML document. The instance params it reads are
-the rows of PARAMS, each with its check and the message saying what is allowed.
+bad input never reaches an XML document. The instance params come
+from the contract (virt/params.py); SUPPORT says which of them a domain expresses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from virt import disk as diskpolicy
+from virt import params as contract
 from virt.domain import (
     OS,
     Channel,
@@ -29,22 +30,13 @@ from virt.domain import (
     Serial,
     Video,
 )
-from virt.errors import InvalidParameter
+from virt.errors import InvalidParameter, NotSupported
 from virt.objects import NIC, BlockDevice, GuestKind, Instance
-from virt.validation import (
-    VNC_PASSWORD_RULE,
-    check_absolute_path,
-    check_instance,
-    check_mac,
-    check_vnc_listen,
-    is_vnc_password,
-)
+from virt.validation import check_absolute_path, check_instance, check_mac, check_vnc_listen
 
 VIRT_TYPES = ("kvm", "qemu", "xen")
-XEN_HVMLOADER = "/usr/lib/xen/boot/hvmloader"
+XEN_HVMLOADER = contract.XEN_HVMLOADER
 BOOT_LETTERS = {"a": "fd", "c": "hd", "d": "cdrom", "n": "network"}
-DISK_CACHE_MODES = ("default", "none", "writethrough", "writeback", "directsync", "unsafe")
-DISK_IO_MODES = ("native", "threads")
 NIC_MODELS = ("virtio", "e1000", "rtl8139", "ne2k_pci", "pcnet", "netfront")
 IMAGE_FORMATS = ("raw", "qcow2", "qcow", "vmdk", "vpc", "vhd", "vdi", "qed", "iso")
 ARCHES = ("x86_64", "i686", "aarch64", "armv7l", "ppc64le", "s390x", "riscv64")
@@ -52,14 +44,6 @@ _BRIDGE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _MACHINE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _text(value: str, field: str) -> str:
-    """Free text for the XML: anything but control characters (XML 1.0 cannot hold them)."""
-    if _CONTROL.search(value) or "\n" in value or "\r" in value:
-        raise InvalidParameter(f"{field} {value!r}: use printable characters on one line")
-    return value
 
 
 def _choice(allowed: Sequence[str]) -> Callable[[str, str], str]:
@@ -70,77 +54,55 @@ def _choice(allowed: Sequence[str]) -> Callable[[str, str], str]:
     return check
 
 
-def _boolean(value: str, field: str) -> bool:
-    lowered = value.lower()
-    if lowered not in ("true", "false", "yes", "no", "1", "0"):
-        raise InvalidParameter(f"{field} {value!r}: use true or false")
-    return lowered in ("true", "yes", "1")
+# The params of the contract (virt/params.py) a domain XML expresses, and for which kinds.
+SUPPORT: contract.Support = {
+    **dict.fromkeys(("kernel_image", "initrd_image", "kernel_path", "initrd_path",
+                     "kernel_args", "vnc_bind_address", "vnc_password", "use_localtime",
+                     "disk_cache", "disk_io", "user_forwards", "on_poweroff", "on_reboot",
+                     "on_crash"), contract.BOTH),
+    **dict.fromkeys(("bootloader", "bootloader_args"), contract.PV),
+    **dict.fromkeys(("boot_order", "cdrom_image", "cdrom_image_path", "acpi", "apic", "pae"),
+                    contract.HVM),
+}
+
+# How a checked string value becomes what build_domain uses; others stay strings.
+_CONVERT: dict[str, Callable[[str], object]] = {
+    "boot_order": lambda value: [BOOT_LETTERS[letter] for letter in value],
+    "vnc_bind_address": lambda value: str(ipaddress.ip_address(value)),
+    **dict.fromkeys(("use_localtime", "acpi", "apic", "pae"), contract.as_bool),
+}
 
 
-def _boot_order(value: str, field: str) -> list[str]:
-    if not value or any(letter not in BOOT_LETTERS for letter in value) \
-            or len(set(value)) != len(value):
-        raise InvalidParameter(
-            f"{field} {value!r}: use one or more of a, c, d, n (floppy, disk, cdrom, "
-            "network), each at most once")
-    return [BOOT_LETTERS[letter] for letter in value]
+# Lifecycle actions libvirt's QEMU driver refuses to define (tried on this kind of host).
+_QEMU_REFUSED_ACTIONS = {
+    "on_poweroff": ("preserve", "rename-restart"),
+    "on_reboot": ("preserve", "rename-restart"),
+    "on_crash": ("rename-restart",),
+}
 
 
-def _listen_address(value: str, field: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise InvalidParameter(
-            f"{field} {value!r}: use an IPv4 or IPv6 address such as 127.0.0.1 or ::1"
-        ) from None
+def _check_qemu_limits(virt_type: str, given: dict[str, str], params: dict[str, object]) -> None:
+    """NotSupported for what a KVM/QEMU domain cannot express (never silently dropped)."""
+    if virt_type not in ("kvm", "qemu"):
+        return
+    if "pae" in given:
+        raise NotSupported(f"params['pae']: {virt_type} guests always have PAE; leave it out")
+    for name, refused in _QEMU_REFUSED_ACTIONS.items():
+        if params[name] in refused:
+            actions = contract.CRASH_ACTIONS if name == "on_crash" else contract.STOP_ACTIONS
+            allowed = ", ".join(a for a in actions if a not in refused)
+            raise NotSupported(f"params[{name!r}] {params[name]!r}: {virt_type} guests cannot "
+                               f"do that; use one of {allowed}")
 
 
-def _vnc_password(value: str, field: str) -> str:
-    if not is_vnc_password(value):
-        raise InvalidParameter(f"{field}: {VNC_PASSWORD_RULE}")
-    return value
+def read_params(kind: GuestKind, params: dict[str, str]) -> dict[str, object]:
+    """The checked values of the params, with the contract's defaults (virt/params.py).
 
-
-@dataclass(frozen=True)
-class Param:
-    """One instance param key that build_domain reads, and its check."""
-
-    key: str
-    check: Callable[[str, str], object]
-    help: str
-
-
-# Every instance param key build_domain reads; other keys are left for other layers.
-PARAMS: dict[str, Param] = {p.key: p for p in (
-    Param("kernel_path", check_absolute_path, "kernel for direct boot (KVM, Xen PV)"),
-    Param("initrd_path", check_absolute_path, "initrd for direct boot; needs kernel_path"),
-    Param("kernel_args", _text, "kernel command line for direct boot"),
-    Param("bootloader", check_absolute_path, "Xen PV bootloader such as pygrub"),
-    Param("bootloader_args", _text, "arguments of the Xen PV bootloader"),
-    Param("boot_order", _boot_order, "HVM boot devices: letters a, c, d, n (default c)"),
-    Param("cdrom_image_path", check_absolute_path, "an ISO image attached as a cdrom"),
-    Param("vnc_bind_address", _listen_address,
-          "VNC listen address; enables VNC on KVM (Xen HVM always has VNC, 127.0.0.1 by default)"),
-    Param("vnc_password", _vnc_password, "VNC password, 1 to 8 characters"),
-    Param("use_localtime", _boolean, "guest clock in local time instead of UTC"),
-    Param("acpi", _boolean, "Xen HVM: ACPI (default true)"),
-    Param("apic", _boolean, "Xen HVM: APIC (default true)"),
-    Param("pae", _boolean, "Xen HVM: PAE (default true)"),
-    Param("disk_cache", _choice(DISK_CACHE_MODES), "disk cache mode"),
-    Param("disk_io", _choice(DISK_IO_MODES), "disk I/O mode"),
-)}
-
-
-def read_params(params: dict[str, str]) -> dict[str, object]:
-    """The checked values of the known params, keyed like PARAMS."""
-    values: dict[str, object] = {}
-    for key, param in PARAMS.items():
-        if key in params:
-            raw = params[key]
-            if not isinstance(raw, str):
-                raise InvalidParameter(f"params[{key!r}] {raw!r}: use a string")
-            values[key] = param.check(raw, f"params[{key!r}]")
-    return values
+    Raises InvalidParameter for an unknown key or a bad value, NotSupported
+    for a param the domain XML cannot express.
+    """
+    values = contract.check_params(kind, params, SUPPORT, "libvirt")
+    return {name: _CONVERT.get(name, str)(value) for name, value in values.items()}
 
 
 def _check_disk(index: int, device: BlockDevice) -> None:
@@ -227,7 +189,7 @@ def _os(shape: _Shape, params: dict[str, object], arch: str, machine: str | None
         raise InvalidParameter("params['bootloader']: only Xen PV guests use a bootloader")
     if shape.xen_hvm and kernel is not None:
         raise InvalidParameter("params['kernel_path']: Xen HVM guests boot through hvmloader")
-    boot = [] if kernel is not None else params.get("boot_order", ["hd"])
+    boot = [] if kernel is not None else params["boot_order"]
     return OS(type="hvm", arch=arch, machine=machine,
               loader=XEN_HVMLOADER if shape.xen_hvm else None,
               kernel=kernel, initrd=params.get("initrd_path"),
@@ -278,7 +240,7 @@ def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> l
         if "vnc_password" in params:
             raise InvalidParameter("params['vnc_password']: set params['vnc_bind_address'] too")
         return []
-    listen = check_vnc_listen(listen or "127.0.0.1", "vnc_password" in params,
+    listen = check_vnc_listen(listen or contract.VNC_LOOPBACK, "vnc_password" in params,
                               "params['vnc_bind_address']")
     port = instance.network_port
     graphics = Graphics(listen=listen, port=port,
@@ -304,7 +266,8 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
     """
     shape = _shape(instance, virt_type)
     check_instance(instance)
-    params = read_params(instance.params)
+    params = read_params(instance.kind, instance.params)
+    _check_qemu_limits(virt_type, instance.params, params)
     _choice(ARCHES)(arch, "arch")
     if machine is not None and not _MACHINE.fullmatch(machine):
         raise InvalidParameter(f"machine {machine!r}: use letters, digits, '.', '_' or '-'")
@@ -336,8 +299,8 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
 
     features = None
     if shape.hvm:
-        features = Features(acpi=params.get("acpi", True), apic=params.get("apic", True),
-                            pae=params.get("pae", True) if shape.xen_hvm else False)
+        features = Features(acpi=params["acpi"], apic=params["apic"],
+                            pae=params["pae"] if shape.xen_hvm else False)
     flavor = instance.flavor
     memory_kib = flavor.memory_mb * 1024
     return Domain(
@@ -348,7 +311,8 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
         bootloader_args=params.get("bootloader_args") if shape.xen_pv else None,
         features=features,
         clock=Clock(offset="localtime" if params.get("use_localtime") else "utc"),
-        on_poweroff="destroy", on_reboot="restart", on_crash="destroy",
+        on_poweroff=params["on_poweroff"], on_reboot=params["on_reboot"],
+        on_crash=params["on_crash"],
         metadata=InstanceMetadata(
             instance_uuid=instance.uuid, flavor=flavor, image=instance.image,
             kind=instance.kind, owner=owner,

@@ -77,8 +77,8 @@ class Instance:
     image: str | None = None
     uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
     kind: GuestKind = GuestKind.HVM
-    # Hypervisor parameters: kernel_path, initrd_path, kernel_args, bootloader,
-    # boot_order, vnc_bind_address, ... (each backend documents its own).
+    # Instance params: kernel_path, boot_order, use_localtime, ... one contract
+    # for every backend (virt/params.py).
     params: dict[str, str] = field(default_factory=dict)
     nics: tuple[NIC, ...] = ()
     network_port: int | None = None

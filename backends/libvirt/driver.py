@@ -36,7 +36,9 @@ from lxml import etree
 from backends.libvirt import guestinfo, hotplug, incoming, livesnapshot, migration, usernet, volumes
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import forwards, images, seed
+from virt import params as params_contract
 from virt.bootfiles import resolve_boot_files
+from virt.capabilities import Capabilities
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata, Interface
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -52,7 +54,7 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
-from virt.guest import build_domain, instance_from_domain, interface_for
+from virt.guest import SUPPORT, build_domain, instance_from_domain, interface_for, read_params
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.images import Progress
 from virt.instancefiles import InstanceFiles
@@ -60,6 +62,7 @@ from virt.objects import (
     NIC,
     BlockDevice,
     GuestAddresses,
+    GuestKind,
     HostInfo,
     Instance,
     InstanceInfo,
@@ -134,6 +137,11 @@ class LibvirtDriver(ComputeDriver):
     """Guests as libvirt domains with qcow2 overlays on cached raw bases."""
 
     name = "libvirt"
+    capabilities = Capabilities(
+        guest_kinds=frozenset(GuestKind), snapshot_kinds=frozenset({"cold", "live"}),
+        live_migration=True, cold_migration=True, volume_attach=True, nic_attach=True,
+        seed_formats=frozenset(seed.LABELS), pause=True, suspend=True, console_output=True,
+        console_command=True, guest_addresses=True, events="hypervisor", params=SUPPORT)
 
     def __init__(self, conf, *, event_stop_delay: float | None = None):
         super().__init__(conf)
@@ -381,6 +389,8 @@ class LibvirtDriver(ComputeDriver):
                 step = "wait"
                 self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
                 marker.release()
+        except (InvalidParameter, NotSupported):
+            raise  # the caller's input: said as it is, never as a failed step
         except VirtError as e:
             raise SpawnError(step, str(e)) from None
         except OSError as e:
@@ -423,6 +433,7 @@ class LibvirtDriver(ComputeDriver):
     def _domain_xml(self, instance: Instance, files: InstanceFiles, nics: list[NIC],
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None, seed_plan: seed.SeedPlan | None = None) -> str:
+        read_params(instance.kind, instance.params)  # the contract, before any host file
         version = self._host_facts().hypervisor_version
         params = resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
         if seed_plan is not None:
@@ -536,6 +547,11 @@ class LibvirtDriver(ComputeDriver):
         self._hard_stop(name)
         domain = self._definition(name, secure=True)
         instance = instance_from_domain(domain)
+        honoured = params_contract.honoured_only(instance.kind, instance.params, SUPPORT)
+        if honoured != instance.params:
+            LOG.warning("%s: params %s were never honoured; rebuilt without them", name,
+                        ", ".join(sorted(set(instance.params) - set(honoured))))
+            instance = dataclasses.replace(instance, params=honoured)
         disks = [BlockDevice(path=d.source, fmt=d.driver_type or "raw", bus=d.target_bus,
                              readonly=d.readonly, device_type=d.device)
                  for d in domain.devices_of(Disk) if d.source]

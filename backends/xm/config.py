@@ -103,7 +103,7 @@ _BUS_OF_PREFIX = {"xvd": "xen", "hd": "ide", "sd": "scsi"}
 
 def quote(field_name: str, value: str) -> str:
     """'value', after checking that the value cannot end its string."""
-    params._apply(field_name, value, params.SAFE_TEXT)
+    params.check_field(field_name, value, params.SAFE_TEXT)
     return f"'{value}'"
 
 
@@ -124,8 +124,8 @@ def disk_specs(cfg: GuestConfig) -> list[str]:
     specs = []
     for number, (disk, target) in enumerate(zip(disks, targets, strict=True)):
         field_name = f"disk {number} path"
-        params._apply(field_name, disk.path, params.SAFE_TEXT)
-        params._apply(field_name, disk.path, params.ABS_PATH)
+        params.check_field(field_name, disk.path, params.SAFE_TEXT)
+        params.check_field(field_name, disk.path, params.ABS_PATH)
         if disk.prefix not in _PREFIXES:
             raise InvalidParameter(f"disk {number} prefix {disk.prefix!r}: use one of "
                                    f"{', '.join(sorted(_PREFIXES))}")
@@ -154,7 +154,7 @@ def vif_specs(cfg: GuestConfig) -> list[str]:
                                        "letters, digits, '.', '_' or '-'")
             parts.append(f"bridge={nic.bridge}")
         if nic.ip is not None:
-            params._apply(f"nic {number} ip", nic.ip, params.IP_ADDRESS)
+            params.check_field(f"nic {number} ip", nic.ip, params.IP_ADDRESS)
             parts.append(f"ip={nic.ip}")
         specs.append(",".join(parts) + suffix)
     return specs
@@ -259,7 +259,7 @@ def _hvm_firmware(cfg: GuestConfig) -> list[tuple[str, str]]:
             lines.append(("device_model", quote("device_model", v["device_model"])))
         return lines
     lines = [("type", "'hvm'")]
-    if v["hvmloader_path"] != params.BY_NAME["hvmloader_path"].default:
+    if v["hvmloader_path"] != params.XEN_HVMLOADER:
         lines.append(("firmware_override", quote("hvmloader_path", v["hvmloader_path"])))
     if v.get("device_model"):
         lines.append(("device_model_override", quote("device_model", v["device_model"])))
@@ -276,7 +276,8 @@ def _hvm_devices(cfg: GuestConfig) -> list[tuple[str, str]]:
         ("sdl", "0"),
         ("vnc", "1"),
         ("vnclisten", quote("vnc_bind_address", check_vnc_listen(
-            v["vnc_bind_address"], cfg.vnc_password is not None, "parameter vnc_bind_address"))),
+            v.get("vnc_bind_address", params.VNC_LOOPBACK), cfg.vnc_password is not None,
+            "params['vnc_bind_address']"))),
     ]
     if cfg.network_port is not None:
         check_int_range(cfg.network_port, VNC_BASE_PORT, 65535, "network_port")
@@ -288,5 +289,5 @@ def _hvm_devices(cfg: GuestConfig) -> list[tuple[str, str]]:
     lines.append(("serial", quote("serial", v["serial"])))
     if as_bool(v["usb_tablet"]):
         lines += [("usb", "1"), ("usbdevice", "'tablet'")]
-    lines.append(("localtime", _bool(v["localtime"])))
+    lines.append(("localtime", _bool(v["use_localtime"])))
     return lines

@@ -28,6 +28,7 @@ from backends.xm.toolstack import (
 )
 from virt import images, seed
 from virt.bootfiles import resolve_boot_files
+from virt.capabilities import Capabilities
 from virt.disk import DiskProbe, is_block_device, pick_disk_driver_name
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -35,6 +36,8 @@ from virt.errors import (
     InstanceExists,
     InstanceNotFound,
     InvalidParameter,
+    InvalidState,
+    NotSupported,
     SpawnError,
     ToolstackError,
     VirtError,
@@ -59,6 +62,8 @@ from virt.validation import check_instance_name
 LOG = logging.getLogger(__name__)
 
 REBOOT_POLL_SECONDS = 1.0
+# States of a domain that is up: xl shows a running guest as blocked between slices.
+RUNNING_STATES = {PowerState.RUNNING, PowerState.BLOCKED}
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]{0,252}")
 
 
@@ -66,6 +71,10 @@ class XmDriver(ComputeDriver):
     """Xen guests through `xl` or `xm`; everything external is injectable."""
 
     name = "xm"
+    capabilities = Capabilities(
+        guest_kinds=frozenset(GuestKind), live_migration=True, cold_migration=True,
+        seed_formats=frozenset(seed.LABELS), pause=True, console_command=True,
+        params=params.SUPPORT)
 
     def __init__(self, conf, runner: Callable | None = None, probe: DiskProbe | None = None,
                  image_cache=None, sleep: Callable[[float], None] = time.sleep):
@@ -110,11 +119,30 @@ class XmDriver(ComputeDriver):
     def _find(self, instance: Instance) -> DomainRow | None:
         return self.toolstack.find(check_instance_name(instance.name))
 
-    def _require(self, instance: Instance) -> DomainRow:
+    def _require(self, instance: Instance) -> DomainRow | None:
+        """The running domain; None for a stopped guest (its config kept); else not found."""
         row = self._find(instance)
-        if row is None:
-            raise InstanceNotFound(f"instance {instance.name!r} is not running on this host")
+        if row is None and not self._is_defined(instance.name):
+            raise InstanceNotFound(f"instance {instance.name!r} is not defined on this host: "
+                                   "see list_instances")
         return row
+
+    def _require_state(self, instance: Instance, states: set[PowerState],
+                       action: str) -> None:
+        row = self._require(instance)
+        state = PowerState.SHUTOFF if row is None else row.state
+        if state not in states:
+            raise InvalidState(
+                f"cannot {action} instance {instance.name!r} while it is {state.value}: "
+                f"it must be {' or '.join(sorted(s.value for s in states))}")
+
+    def _is_defined(self, name: str) -> bool:
+        """A config file this driver wrote: the guest exists, running or stopped."""
+        try:
+            with open(self.config_path(name)) as f:
+                return f.read(len(xmconfig.HEADER)) == xmconfig.HEADER
+        except OSError:
+            return False
 
     def _emit(self, name: str, state: PowerState) -> None:
         """xm has no event stream: listeners hear the state changes this driver makes."""
@@ -147,6 +175,7 @@ class XmDriver(ComputeDriver):
                       block_devices: Iterable[BlockDevice]) -> tuple[xmconfig.GuestConfig, str]:
         """The config to write and the instance disk format; checks everything first."""
         check_instance_name(instance.name)
+        params.check_syntax(instance.kind, instance.params)  # the contract, before any host file
         boot_params = resolve_boot_files(instance.params, self._cache().store,
                                          self.conf.boot_file_dirs)
         values = params.check_syntax(instance.kind, resolve_host_programs(
@@ -224,6 +253,8 @@ class XmDriver(ComputeDriver):
                     config_path, instance.name))
                 self.toolstack.run("create", config_path)
         except (VirtError, OSError) as exc:
+            if isinstance(exc, (InvalidParameter, NotSupported)):
+                raise  # the caller's input: said as it is, never as a failed step
             raise SpawnError(step, str(exc)) from exc
         self._emit(instance.name, PowerState.RUNNING)
 
@@ -231,7 +262,8 @@ class XmDriver(ComputeDriver):
                    disk_format: str) -> None:
         path = self.instance_files(instance).disk
         base_size = images.get_disk_size(base, "raw")
-        size = gib_to_bytes(instance.flavor.root_gb)
+        # root_gb 0 means the image's own size, as under libvirt.
+        size = gib_to_bytes(instance.flavor.root_gb) or base_size
         if size < base_size:
             raise InvalidParameter(
                 f"flavor root_gb {instance.flavor.root_gb}: the image needs "
@@ -240,7 +272,8 @@ class XmDriver(ComputeDriver):
             self._cache().create_overlay(image_id, path, size)  # recorded as the base's user
         else:
             images.convert(base, "raw", path, "raw")
-            images.resize(path, "raw", size)
+            if size != base_size:
+                images.resize(path, "raw", size)
 
     def _write_config(self, path: str, text: str, secret: bool) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -292,7 +325,8 @@ class XmDriver(ComputeDriver):
         self._emit(instance.name, PowerState.SHUTOFF)
 
     def power_off(self, instance: Instance, timeout: int | None = None) -> None:
-        self._require(instance)
+        if self._require(instance) is None:
+            return  # stopped already
         self._stop(instance, self.conf.xm.shutdown_timeout if timeout is None else timeout)
         self._emit(instance.name, PowerState.SHUTOFF)
 
@@ -307,15 +341,22 @@ class XmDriver(ComputeDriver):
         self._emit(instance.name, PowerState.RUNNING)
 
     def reboot(self, instance: Instance, hard: bool = False) -> None:
+        """Soft reboot, verified; a hard one when it was not seen, or the guest is not up."""
         before = self._require(instance)
-        if hard:
-            self._stop(instance, 0)
-            directory = self.instance_files(instance).directory
-            seed_plan = seed.read_record(directory)
-            if seed_plan is not None:  # rebuilt from the record, as the libvirt backend does
-                seed.write(seed_plan, directory)
-            self.power_on(instance)
-            return
+        if not hard and before is not None and before.state in RUNNING_STATES:
+            if self._soft_reboot(instance, before):
+                return
+            LOG.warning("soft reboot of %s was not seen within %ss: rebooting hard",
+                        instance.name, self.conf.xm.reboot_timeout)
+        self._stop(instance, 0)
+        directory = self.instance_files(instance).directory
+        seed_plan = seed.read_record(directory)
+        if seed_plan is not None:  # rebuilt from the record, as the libvirt backend does
+            seed.write(seed_plan, directory)
+        self.power_on(instance)
+
+    def _soft_reboot(self, instance: Instance, before: DomainRow) -> bool:
+        """`reboot`, then watch for it; False when it was not seen in time."""
         self.toolstack.run("reboot", instance.name)
         polls = max(1, math.ceil(self.conf.xm.reboot_timeout / REBOOT_POLL_SECONDS))
         for _ in range(polls):
@@ -323,29 +364,27 @@ class XmDriver(ComputeDriver):
             # A new domain id, or cpu time starting over, means it rebooted.
             if now is not None and (now.id != before.id or now.cpu_time < before.cpu_time):
                 self._emit(instance.name, PowerState.RUNNING)
-                return
+                return True
             self._sleep(REBOOT_POLL_SECONDS)
-        raise HypervisorError(
-            f"instance {instance.name!r} did not reboot within "
-            f"{self.conf.xm.reboot_timeout}s (domain id and cpu time unchanged)")
+        return False
 
     def pause(self, instance: Instance) -> None:
-        self._require(instance)
+        self._require_state(instance, RUNNING_STATES, "pause")
         self.toolstack.run("pause", instance.name)
         self._emit(instance.name, PowerState.PAUSED)
 
     def unpause(self, instance: Instance) -> None:
-        self._require(instance)
+        self._require_state(instance, {PowerState.PAUSED}, "unpause")
         self.toolstack.run("unpause", instance.name)
         self._emit(instance.name, PowerState.RUNNING)
 
     def suspend(self, instance: Instance) -> None:
-        raise HypervisorError("suspend is not supported by the xm backend: "
-                              "use pause, or the libvirt backend")
+        raise NotSupported("suspend is not supported by the xm backend: "
+                           "use pause, or the libvirt backend")
 
     def resume(self, instance: Instance) -> None:
-        raise HypervisorError("resume is not supported by the xm backend: "
-                              "use unpause, or the libvirt backend")
+        raise NotSupported("resume is not supported by the xm backend: "
+                           "use unpause, or the libvirt backend")
 
     # -- queries ----------------------------------------------------------
 
@@ -361,27 +400,40 @@ class XmDriver(ComputeDriver):
 
     def get_info(self, instance: Instance) -> InstanceInfo:
         row = self._require(instance)
+        if row is None:  # stopped: what its config says it gets when it runs
+            flavor = self.get_instance(instance.name).flavor
+            return InstanceInfo(state=PowerState.SHUTOFF, max_mem_kb=flavor.memory_mb * 1024,
+                                mem_kb=flavor.memory_mb * 1024, num_cpu=flavor.vcpus,
+                                cpu_time_ns=0)
         return InstanceInfo(state=row.state, max_mem_kb=row.memory_mb * 1024,
                             mem_kb=row.memory_mb * 1024, num_cpu=row.vcpus,
                             cpu_time_ns=int(row.cpu_time * 1e9), id=row.id)
 
     def list_instances(self) -> list[str]:
-        return [row.name for row in self.toolstack.list_domains()]
+        """Running guests and the stopped ones whose config this driver wrote."""
+        running = [row.name for row in self.toolstack.list_domains()]
+        try:
+            names = os.listdir(self.config_dir)
+        except FileNotFoundError:
+            names = []
+        stopped = [name for name in names if name not in running and _is_name(name)
+                   and self._is_defined(name)]
+        return sorted([*running, *stopped])
 
     def instance_exists(self, instance: Instance) -> bool:
-        return self._find(instance) is not None
+        return self._find(instance) is not None or self._is_defined(instance.name)
 
     def get_console_output(self, instance: Instance) -> str:
-        raise HypervisorError("console output is not supported by the xm backend: "
-                              f"attach with '{' '.join(self.get_console_command(instance))}'")
+        raise NotSupported("console output is not supported by the xm backend: "
+                           f"attach with '{' '.join(self.get_console_command(instance))}'")
 
     def get_console_command(self, instance: Instance) -> list[str]:
         return [self.toolstack.command, "console", check_instance_name(instance.name)]
 
     def snapshot(self, instance: Instance, image_name: str, fmt: str = "qcow2",
                  compress: bool = False, progress=None) -> None:
-        raise HypervisorError("snapshot is not supported by the xm backend: "
-                              "use the libvirt backend")
+        raise NotSupported("snapshot is not supported by the xm backend: "
+                           "use the libvirt backend")
 
     # -- migration --------------------------------------------------------
 
@@ -390,7 +442,7 @@ class XmDriver(ComputeDriver):
         """xm: `migrate [-l] NAME HOST`. xl migration is always live, so a
         non-live one pauses the guest first and its memory moves in one pass.
         The toolstack reports no progress: `progress` hears only the end."""
-        self._require(instance)
+        self._require_state(instance, RUNNING_STATES | {PowerState.PAUSED}, "migrate")
         if not isinstance(dest, str) or not _HOST.fullmatch(dest):
             raise InvalidParameter(f"destination {dest!r}: use a host name or IP address")
         name = instance.name
@@ -444,7 +496,7 @@ _PARAM_OF_KEY = {
     "serial": "serial", "vncpasswd": "vnc_password", "on_poweroff": "on_poweroff",
     "on_reboot": "on_reboot", "on_crash": "on_crash",
 }
-_FLAG_PARAMS = ("pae", "acpi", "apic", "localtime")
+_FLAG_PARAMS = {"pae": "pae", "acpi": "acpi", "apic": "apic", "localtime": "use_localtime"}
 
 
 def instance_from_config(values: dict) -> Instance:
@@ -459,12 +511,12 @@ def instance_from_config(values: dict) -> Instance:
         found["bootloader_args"] = " ".join(values["bootloader_args"])
     if isinstance(values.get("kernel"), str):
         found["hvmloader_path" if hvm else "kernel_path"] = values["kernel"]
-    if found.get("hvmloader_path") == params.BY_NAME["hvmloader_path"].default:
+    if found.get("hvmloader_path") == params.XEN_HVMLOADER:
         del found["hvmloader_path"]  # the default is no choice, and need not be checked
     if hvm:
-        for flag in _FLAG_PARAMS:
+        for flag, param in _FLAG_PARAMS.items():
             if flag in values:
-                found[flag] = "true" if values[flag] else "false"
+                found[param] = "true" if values[flag] else "false"
         found["usb_tablet"] = "true" if values.get("usbdevice") == "tablet" else "false"
     nics = []
     for spec in values.get("vif", []):
@@ -485,3 +537,11 @@ def instance_from_config(values: dict) -> Instance:
         flavor=Flavor(memory_mb=values["memory"], vcpus=values["vcpus"], root_gb=root_gb),
         image=None if image in (None, "-") else image,
         network_port=xmconfig.VNC_BASE_PORT + display if isinstance(display, int) else None)
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_instance_name(name)
+    except InvalidParameter:
+        return False
+    return True

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.cli import run_cli
 from tests.support.guests import cli_config, demo_conf, wait_for_console
-from virt.errors import InvalidParameter, SpawnError
+from virt.errors import InvalidParameter
 from virt.forwards import parse_forward
 from virt.objects import NIC, Flavor, Instance
 
@@ -74,7 +74,7 @@ def test_forward_listens_on_loopback_only_and_survives_a_hard_reboot(driver, dem
 @pytest.mark.parametrize("forward", ["0.0.0.0:2222:22", "192.0.2.1:2222:22", ":2222:22"])
 def test_a_forward_on_another_address_is_refused_before_anything(driver, demo_guest,  # noqa: F811
                                                                  forward):
-    with pytest.raises(SpawnError, match="forwards listen on 127.0.0.1 only"):
+    with pytest.raises(InvalidParameter, match="forwards listen on 127.0.0.1 only"):
         driver.spawn(_instance(demo_guest, forward), "demo")
     assert os.listdir(driver.conf.instances_path) == []
     with pytest.raises(InvalidParameter, match="use a port number"):
