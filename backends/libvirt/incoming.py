@@ -20,6 +20,7 @@ from typing import BinaryIO
 from virt import seed
 from virt.errors import ImageNotFound, InvalidParameter
 from virt.imagestore import LocalImageStore
+from virt.instancefiles import SEED_RECORD_FILE
 from virt.objects import Instance
 
 
@@ -46,6 +47,6 @@ def seed_plan(instance: Instance, record: str) -> seed.SeedPlan:
     if (plan.name, plan.instance_id) != (instance.name, instance.uuid):
         raise InvalidParameter(
             f"seed record of {plan.name} ({plan.instance_id}), not of the incoming "
-            f"{instance.name} ({instance.uuid}): give the {seed.RECORD_FILE} of the instance "
+            f"{instance.name} ({instance.uuid}): give the {SEED_RECORD_FILE} of the instance "
             "that migrates")
     return plan
