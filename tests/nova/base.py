@@ -1,0 +1,205 @@
+"""Nova in process (API, conductor, scheduler, compute, Placement) on virt-driver.
+
+Runs in the tox env `nova` only (Nova installed, OS_NOVA_DISABLE_EVENTLET_PATCHING
+set by tox). Each test gets its own virt-driver state directory and a
+compute service whose compute_driver is virtdriver.VirtDriverComputeDriver
+over real libvirt (qemu:///system, TCG). Guests are named nv-%08x, so that a
+crashed run's leftovers are reaped by name before each test (Nova refuses to
+start a compute service that finds unknown guests).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "True")
+
+# Imported before Nova's TestCase poisons `import libvirt` for its own tests.
+import libvirt  # noqa: E402
+import backends.libvirt.driver  # noqa: E402,F401
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from nova.tests.functional import integrated_helpers  # noqa: E402
+
+import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
+
+from tests.functional.conftest import (  # noqa: E402
+    BUILD_DEMO_GUEST,
+    DEMO_GUEST_DIR,
+    SYSTEM_URI,
+    START_DAEMONS,
+    _run_tool,
+)
+
+PREFIX = "nv-"
+NAME_TEMPLATE = PREFIX + "%08x"
+COMPUTE_DRIVER = "virtdriver.VirtDriverComputeDriver"
+DEMO_CMDLINE = "console=ttyS0 panic=-1 demo.action=wait"
+BOOT_TIMEOUT = 180.0  # TCG on a busy two-core machine
+
+
+def reap_leftovers() -> None:
+    """Remove every nv- domain a crashed run left (only ours: the prefix is ours)."""
+    conn = libvirt.open(SYSTEM_URI)
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith(PREFIX):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+    finally:
+        conn.close()
+
+
+def our_domains() -> list[str]:
+    conn = libvirt.open(SYSTEM_URI)
+    try:
+        return sorted(d.name() for d in conn.listAllDomains() if d.name().startswith(PREFIX))
+    finally:
+        conn.close()
+
+
+def write_conf(state: str) -> str:
+    path = os.path.join(state, "virt-driver.conf")
+    with open(path, "w") as f:
+        f.write(f"""[DEFAULT]
+backend = libvirt
+virt_type = qemu
+state_path = {state}
+[libvirt]
+connection_uri = {SYSTEM_URI}
+shutdown_timeout = 30
+shutdown_retry_interval = 3
+wait_soft_reboot_seconds = 60
+""")
+    return path
+
+
+class _Prepared:
+    """Daemons started and the demo guest built, once per process."""
+
+    done = False
+
+    @classmethod
+    def ensure(cls) -> None:
+        if not cls.done:
+            _run_tool("starting libvirtd", str(START_DAEMONS))
+            _run_tool("building the demo guest", str(BUILD_DEMO_GUEST), str(DEMO_GUEST_DIR))
+            cls.done = True
+
+
+class NovaTestCase(integrated_helpers._IntegratedTestBase):
+    """Nova's integrated test base with this driver underneath."""
+
+    ADMIN_API = True
+    microversion = "latest"
+    compute_driver = COMPUTE_DRIVER
+
+    def setUp(self):
+        _Prepared.ensure()
+        reap_leftovers()
+        self.state = tempfile.mkdtemp(prefix="nv-state-")
+        os.chmod(self.state, 0o755)
+        self.addCleanup(shutil.rmtree, self.state, True)
+        self.vd_conf = write_conf(self.state)
+        super().setUp()
+        self.addCleanup(reap_leftovers)
+
+    def _setup_services(self):
+        self.flags(compute_driver=self.compute_driver, instance_name_template=NAME_TEMPLATE)
+        self.flags(config_file=self.vd_conf, group="virtdriver")
+        self.flags(api_paste_config=os.path.join(sys.prefix, "etc/nova/api-paste.ini"),
+                   group="wsgi")
+        # The fixture's ports are Open vSwitch ones; this host has no OVS: tap devices.
+        self.neutron.default_port = dict(self.neutron.default_port,
+                                         **{"binding:vif_type": "tap"})
+        for port in self.neutron._ports.values():
+            port["binding:vif_type"] = "tap"
+        self._keep_uploaded_bytes()
+        super()._setup_services()
+
+    def _keep_uploaded_bytes(self):
+        """Glance keeps the bytes an update uploads (the fixture drops them)."""
+        glance = self.glance
+        update = glance.update
+
+        def update_keeping_data(context, image_id, metadata, data=None, purge_props=False):
+            if data is not None:
+                glance._imagedata[image_id] = data.read()
+                metadata = dict(metadata, size=len(glance._imagedata[image_id]))
+            return update(context, image_id, metadata, data=None, purge_props=purge_props)
+
+        glance.update = update_keeping_data
+
+    def _clear_attrs(self):
+        """Nova deletes the test's attributes; pytest still needs its bound method."""
+
+    # -- images and flavors ---------------------------------------------------
+
+    def upload(self, path: str, disk_format: str, **properties) -> str:
+        """A Glance image with the bytes of `path`; its id."""
+        with open(path, "rb") as data:
+            image = self.glance.create(None, {
+                "name": os.path.basename(path), "status": "active", "visibility": "public",
+                "container_format": {"aki": "aki", "ari": "ari"}.get(disk_format, "bare"),
+                "disk_format": disk_format, "size": os.path.getsize(path),
+                "min_ram": 0, "min_disk": 0, "properties": properties}, data=data)
+        return image["id"]
+
+    def upload_demo_guest(self, disk: str | None = None, disk_format: str = "raw") -> str:
+        """The busybox demo guest: kernel (aki), initrd (ari) and disk, with its command line."""
+        kernel = self.upload(str(DEMO_GUEST_DIR / "vmlinuz"), "aki")
+        ramdisk = self.upload(str(DEMO_GUEST_DIR / "initrd.img"), "ari")
+        return self.upload(disk or str(DEMO_GUEST_DIR / "disk.raw"), disk_format,
+                           kernel_id=kernel, ramdisk_id=ramdisk, os_command_line=DEMO_CMDLINE,
+                           architecture="x86_64")
+
+    def demo_flavor(self, **changes) -> str:
+        spec = {"memory_mb": 192, "vcpu": 1, "disk": 1, "ephemeral": 0}
+        spec.update(changes)
+        return self._create_flavor(**spec)
+
+    # -- watching servers -----------------------------------------------------
+
+    def console(self, server) -> str:
+        return self.api.post_server_action(
+            server["id"], {"os-getConsoleOutput": {"length": -1}})["output"]
+
+    def wait_for_console(self, server, line: str, count: int = 1,
+                         timeout: float = BOOT_TIMEOUT) -> str:
+        """Wait until the console read through Nova's API shows `line` `count` times."""
+        deadline = time.monotonic() + timeout
+        while True:
+            output = self.console(server)
+            if output.count(f"VIRT-DEMO {line}") >= count:
+                return output
+            if time.monotonic() > deadline:
+                self.fail(f"console of {server['id']} never showed 'VIRT-DEMO {line}' "
+                          f"{count} time(s); it shows:\n{output[-2000:]}")
+            time.sleep(0.2)
+
+    def wait_for_status(self, server, status: str, timeout: float = BOOT_TIMEOUT):
+        """The server once it has `status`; fails at once on an unexpected ERROR."""
+        deadline = time.monotonic() + timeout
+        while True:
+            server = self.api.get_server(server["id"])
+            if server["status"] == status and (status != "ERROR" or "fault" in server):
+                return server
+            if server["status"] == "ERROR" and status != "ERROR":
+                self.fail(f"server {server['id']} is ERROR: {server.get('fault')}")
+            if time.monotonic() > deadline:
+                self.fail(f"server {server['id']} is {server['status']}, not {status}")
+            time.sleep(0.1)
+
+    def assert_nothing_left(self):
+        """No nv- domain, no instance directory (disk, console log, seed)."""
+        self.assertEqual([], our_domains())
+        instances = os.path.join(self.state, "instances")
+        left = [name for name in os.listdir(instances) if not name.startswith(".")] \
+            if os.path.isdir(instances) else []
+        self.assertEqual([], left, f"left in {instances}")
