@@ -22,13 +22,11 @@ import os
 
 import os_resource_classes as orc
 from nova import exception
-from nova.compute import power_state
-from nova.compute import task_states
+from nova.compute import power_state, task_states
 from nova.image import glance
 from nova.objects import fields as obj_fields
-from nova.virt import configdrive
+from nova.virt import configdrive, hardware
 from nova.virt import driver as nova_driver
-from nova.virt import hardware
 from nova.virt import images as nova_images
 from oslo_concurrency import lockutils
 from oslo_config import cfg

@@ -14,23 +14,22 @@ import os
 
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "True")
 
-# Imported before Nova's TestCase poisons `import libvirt` for its own tests.
-import libvirt  # noqa: E402
-import backends.libvirt.driver  # noqa: E402,F401
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+# libvirt imported before Nova's TestCase poisons `import libvirt` for its own tests.
+import libvirt  # noqa: E402
+import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
 from nova.tests.functional import integrated_helpers  # noqa: E402
 
-import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
-
+import backends.libvirt.driver  # noqa: E402,F401
 from tests.functional.conftest import (  # noqa: E402
     BUILD_DEMO_GUEST,
     DEMO_GUEST_DIR,
-    SYSTEM_URI,
     START_DAEMONS,
+    SYSTEM_URI,
     _run_tool,
 )
 
