@@ -14,15 +14,19 @@ import os
 
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "True")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-# libvirt imported before Nova's TestCase poisons `import libvirt` for its own tests.
+# isort: off
+# Nova's tests first (they choose the threading mode before anything imports
+# eventlet); libvirt before Nova's TestCase poisons `import libvirt`.
+from nova.tests.functional import integrated_helpers  # noqa: E402
 import libvirt  # noqa: E402
 import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
-from nova.tests.functional import integrated_helpers  # noqa: E402
+# isort: on
 
 import backends.libvirt.driver  # noqa: E402,F401
 from tests.functional.conftest import (  # noqa: E402
@@ -37,7 +41,8 @@ PREFIX = "nv-"
 NAME_TEMPLATE = PREFIX + "%08x"
 COMPUTE_DRIVER = "virtdriver.VirtDriverComputeDriver"
 DEMO_CMDLINE = "console=ttyS0 panic=-1 demo.action=wait"
-BOOT_TIMEOUT = 180.0  # TCG on a busy two-core machine
+BOOT_TIMEOUT = 300.0  # TCG on a busy two-core machine
+TIMINGS = DEMO_GUEST_DIR.parent / "nova-timings.jsonl"
 
 
 def reap_leftovers() -> None:
@@ -79,6 +84,14 @@ wait_soft_reboot_seconds = 60
     return path
 
 
+def record_timing(driver: str, to_active: float, to_first_line: float) -> None:
+    """Append one boot's figures to build/nova-timings.jsonl (read by the benchmark)."""
+    os.makedirs(TIMINGS.parent, exist_ok=True)
+    with open(TIMINGS, "a") as f:
+        f.write(json.dumps({"driver": driver, "active_s": round(to_active, 3),
+                            "first_line_s": round(to_first_line, 3)}) + "\n")
+
+
 class _Prepared:
     """Daemons started and the demo guest built, once per process."""
 
@@ -98,6 +111,7 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
     ADMIN_API = True
     microversion = "latest"
     compute_driver = COMPUTE_DRIVER
+    FLAGS: dict = {}  # more [DEFAULT] options, set before the services start
 
     def setUp(self):
         _Prepared.ensure()
@@ -110,7 +124,8 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.addCleanup(reap_leftovers)
 
     def _setup_services(self):
-        self.flags(compute_driver=self.compute_driver, instance_name_template=NAME_TEMPLATE)
+        self.flags(compute_driver=self.compute_driver, instance_name_template=NAME_TEMPLATE,
+                   **self.FLAGS)
         self.flags(config_file=self.vd_conf, group="virtdriver")
         self.flags(api_paste_config=os.path.join(sys.prefix, "etc/nova/api-paste.ini"),
                    group="wsgi")
@@ -162,6 +177,42 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         spec = {"memory_mb": 192, "vcpu": 1, "disk": 1, "ephemeral": 0}
         spec.update(changes)
         return self._create_flavor(**spec)
+
+    # -- servers ----------------------------------------------------------------
+
+    def boot(self, image: str, flavor: str, networks="none"):
+        """A server of the demo guest, ACTIVE and its console showing it is ready."""
+        start = time.monotonic()
+        server = self.api.post_server({"server": self._build_server(
+            image_uuid=image, flavor_id=flavor, networks=networks)})
+        server = self.wait_for_status(server, "ACTIVE")
+        active = time.monotonic()
+        self.wait_for_console(server, "boot")
+        first_line = time.monotonic()
+        record_timing(self.compute_driver, active - start, first_line - start)
+        self.wait_for_console(server, "ready")
+        return server
+
+    def failed_boot(self, image: str, flavor: str, networks="none") -> str:
+        """Boot that must end in ERROR; the fault's message."""
+        server = self.api.post_server({"server": self._build_server(
+            image_uuid=image, flavor_id=flavor, networks=networks)})
+        server = self.wait_for_status(server, "ERROR")
+        self.api.delete_server(server["id"])
+        self._wait_until_deleted(server)
+        return server["fault"]["message"]
+
+    def post_action(self, server, action: dict, status: str):
+        self.api.post_server_action(server["id"], action)
+        return self.wait_for_status(server, status)
+
+    def wait_for_image(self, image_id: str, timeout: float = BOOT_TIMEOUT) -> None:
+        """Wait until the snapshot's bytes are in Glance."""
+        deadline = time.monotonic() + timeout
+        while image_id not in self.glance._imagedata:
+            if time.monotonic() > deadline:
+                self.fail(f"snapshot {image_id} never reached Glance")
+            time.sleep(0.2)
 
     # -- watching servers -----------------------------------------------------
 
