@@ -14,8 +14,10 @@ import os
 
 os.environ.setdefault("OS_NOVA_DISABLE_EVENTLET_PATCHING", "True")
 
+import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -24,6 +26,7 @@ import time  # noqa: E402
 # Nova's tests first (they choose the threading mode before anything imports
 # eventlet); libvirt before Nova's TestCase poisons `import libvirt`.
 from nova.tests.functional import integrated_helpers  # noqa: E402
+import pycdlib  # noqa: E402
 import libvirt  # noqa: E402
 import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
 # isort: on
@@ -37,20 +40,20 @@ from tests.functional.conftest import (  # noqa: E402
     _run_tool,
 )
 
-PREFIX = "nv-"
-NAME_TEMPLATE = PREFIX + "%08x"
+PREFIX = "nv-"  # every guest of these tests; each test class has its own under it
 COMPUTE_DRIVER = "virtdriver.VirtDriverComputeDriver"
 DEMO_CMDLINE = "console=ttyS0 panic=-1 demo.action=wait"
 BOOT_TIMEOUT = 300.0  # TCG on a busy two-core machine
 TIMINGS = DEMO_GUEST_DIR.parent / "nova-timings.jsonl"
 
 
-def reap_leftovers() -> None:
-    """Remove every nv- domain a crashed run left (only ours: the prefix is ours)."""
+def reap_leftovers(prefix: str) -> None:
+    """Remove every domain named `prefix`... a crashed run left (the nv- prefix is ours)."""
+    assert prefix.startswith(PREFIX)
     conn = libvirt.open(SYSTEM_URI)
     try:
         for dom in conn.listAllDomains():
-            if dom.name().startswith(PREFIX):
+            if dom.name().startswith(prefix):
                 if dom.isActive():
                     dom.destroy()
                 dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -60,10 +63,10 @@ def reap_leftovers() -> None:
         conn.close()
 
 
-def our_domains() -> list[str]:
+def our_domains(prefix: str) -> list[str]:
     conn = libvirt.open(SYSTEM_URI)
     try:
-        return sorted(d.name() for d in conn.listAllDomains() if d.name().startswith(PREFIX))
+        return sorted(d.name() for d in conn.listAllDomains() if d.name().startswith(prefix))
     finally:
         conn.close()
 
@@ -111,21 +114,22 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
     ADMIN_API = True
     microversion = "latest"
     compute_driver = COMPUTE_DRIVER
+    GUEST_PREFIX = PREFIX + "s-"
     FLAGS: dict = {}  # more [DEFAULT] options, set before the services start
 
     def setUp(self):
         _Prepared.ensure()
-        reap_leftovers()
+        reap_leftovers(self.GUEST_PREFIX)
         self.state = tempfile.mkdtemp(prefix="nv-state-")
         os.chmod(self.state, 0o755)
         self.addCleanup(shutil.rmtree, self.state, True)
         self.vd_conf = write_conf(self.state)
         super().setUp()
-        self.addCleanup(reap_leftovers)
+        self.addCleanup(reap_leftovers, self.GUEST_PREFIX)
 
     def _setup_services(self):
-        self.flags(compute_driver=self.compute_driver, instance_name_template=NAME_TEMPLATE,
-                   **self.FLAGS)
+        self.flags(compute_driver=self.compute_driver,
+                   instance_name_template=self.GUEST_PREFIX + "%08x", **self.FLAGS)
         self.flags(config_file=self.vd_conf, group="virtdriver")
         self.flags(api_paste_config=os.path.join(sys.prefix, "etc/nova/api-paste.ini"),
                    group="wsgi")
@@ -180,11 +184,14 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
 
     # -- servers ----------------------------------------------------------------
 
-    def boot(self, image: str, flavor: str, networks="none"):
-        """A server of the demo guest, ACTIVE and its console showing it is ready."""
+    def boot(self, image: str, flavor: str, networks="none", **body):
+        """A server of the demo guest, ACTIVE and its console showing it is ready.
+
+        body: more fields of the request (config_drive, key_name, user_data).
+        """
         start = time.monotonic()
-        server = self.api.post_server({"server": self._build_server(
-            image_uuid=image, flavor_id=flavor, networks=networks)})
+        server = self.api.post_server({"server": dict(self._build_server(
+            image_uuid=image, flavor_id=flavor, networks=networks), **body)})
         server = self.wait_for_status(server, "ACTIVE")
         active = time.monotonic()
         self.wait_for_console(server, "boot")
@@ -213,6 +220,32 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
             if time.monotonic() > deadline:
                 self.fail(f"snapshot {image_id} never reached Glance")
             time.sleep(0.2)
+
+    def make_keypair(self, name: str) -> str:
+        """A key pair made with ssh-keygen, imported through the API; its public line."""
+        path = os.path.join(self.state, name)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path],
+                       check=True)
+        with open(path + ".pub") as f:
+            public = f.read().strip()
+        self.api.post_keypair({"keypair": {"name": name, "public_key": public}})
+        return public
+
+    def read_config_drive(self, server) -> dict[str, bytes]:
+        """The files of a server's config drive, read back from its ISO."""
+        path = os.path.join(self.state, "instances", server["id"], "seed.iso")
+        iso = pycdlib.PyCdlib()
+        iso.open(path)
+        files = {}
+        try:
+            for root, _dirs, names in iso.walk(joliet_path="/"):
+                for name in names:
+                    out = io.BytesIO()
+                    iso.get_file_from_iso_fp(out, joliet_path=f"{root.rstrip('/')}/{name}")
+                    files[f"{root.rstrip('/')}/{name}".lstrip("/")] = out.getvalue()
+        finally:
+            iso.close()
+        return files
 
     # -- watching servers -----------------------------------------------------
 
@@ -248,7 +281,7 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
 
     def assert_nothing_left(self):
         """No nv- domain, no instance directory (disk, console log, seed)."""
-        self.assertEqual([], our_domains())
+        self.assertEqual([], our_domains(self.GUEST_PREFIX))
         instances = os.path.join(self.state, "instances")
         left = [name for name in os.listdir(instances) if not name.startswith(".")] \
             if os.path.isdir(instances) else []

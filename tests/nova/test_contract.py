@@ -23,13 +23,14 @@ from nova.tests.unit.virt import test_virt_drivers
 from tests.nova.base import (
     COMPUTE_DRIVER,
     DEMO_GUEST_DIR,
-    NAME_TEMPLATE,
+    PREFIX,
     _Prepared,
     reap_leftovers,
     write_conf,
 )
 
 TEST_IMAGE = "cedef40a-ed67-4d10-800e-17455edce175"  # the image get_test_instance boots
+GUEST_PREFIX = PREFIX + "c-"
 NOT_IMPLEMENTED = DEMO_GUEST_DIR.parent / "nova-contract-notimplemented.jsonl"
 
 
@@ -47,7 +48,7 @@ class VirtDriverContractTestCase(test_virt_drivers._VirtDriverTestCase, test.Tes
 
     def setUp(self):
         _Prepared.ensure()
-        reap_leftovers()
+        reap_leftovers(GUEST_PREFIX)
         self.driver_module = "nova.virt." + COMPUTE_DRIVER
         self.state = tempfile.mkdtemp(prefix="nv-state-")
         os.chmod(self.state, 0o755)
@@ -57,14 +58,14 @@ class VirtDriverContractTestCase(test_virt_drivers._VirtDriverTestCase, test.Tes
         logger.addHandler(handler)
         self.addCleanup(logger.removeHandler, handler)
         super().setUp()
-        self.addCleanup(reap_leftovers)
+        self.addCleanup(reap_leftovers, GUEST_PREFIX)
         # One MiB of zeros: a raw disk QEMU starts (SeaBIOS finds nothing to boot).
         self.image_service._imagedata[TEST_IMAGE] = bytes(1 << 20)
         self.connection.init_host("nv-contract")
 
     def _setup_fakelibvirt(self):
         """Real libvirt underneath: configure virt-driver instead."""
-        self.flags(instance_name_template=NAME_TEMPLATE)
+        self.flags(instance_name_template=GUEST_PREFIX + "%08x")
         self.flags(config_file=write_conf(self.state), group="virtdriver")
         self.stub_out("nova.tests.unit.utils.get_test_network_info", _tap_network_info)
 

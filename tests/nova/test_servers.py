@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 
@@ -37,8 +39,19 @@ class TestBusyboxServer(NovaTestCase):
             server["id"], {"createImage": {"name": "nv-snap"}})["image_id"]
         self.wait_for_image(snapshot_id)
         self.assertEqual(b"QFI\xfb", self.glance._imagedata[snapshot_id][:4])  # qcow2 bytes
-        second = self.boot(snapshot_id, flavor, networks="none")
-        self.assertIn("VIRT-DEMO marker written", self.console(second))
+        # The second server also asks for a config drive with a key pair and user data.
+        key = self.make_keypair("nv-key")
+        user_data = "#cloud-config\nruncmd: [echo nv-user-data]\n"
+        second = self.boot(snapshot_id, flavor, networks="none", config_drive=True,
+                           key_name="nv-key", user_data=base64.b64encode(
+                               user_data.encode()).decode())
+        output = self.console(second)
+        self.assertIn("VIRT-DEMO marker written", output)
+        self.assertIn("VIRT-DEMO disk=vdb", output)  # the config drive, read-only virtio
+        drive = self.read_config_drive(second)
+        meta = json.loads(drive["openstack/latest/meta_data.json"])
+        self.assertEqual((second["id"], [key]), (meta["uuid"], list(meta["public_keys"].values())))
+        self.assertEqual(user_data, drive["openstack/latest/user_data"].decode())
 
         self._delete_server(server)
         self._delete_server(second)
