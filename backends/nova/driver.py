@@ -56,9 +56,8 @@ CONF.register_opts([
 ], group="virtdriver")
 
 GLANCE_PREFIX = "glance-"
-# Glance disk formats -> the project's import formats; aki/ari/ami are raw files.
-DISK_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc",
-                "aki": "raw", "ari": "raw", "ami": "raw"}
+# Glance disk formats of root disks -> the store's import formats (ami: a raw disk).
+DISK_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc", "ami": "raw"}
 _IMAGE_TYPES = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vpc": "vhd"}
 POWER_STATES = {
     PowerState.NOSTATE: power_state.NOSTATE, PowerState.RUNNING: power_state.RUNNING,
@@ -74,9 +73,9 @@ def capabilities_for(allowed_formats) -> dict[str, bool]:
     for fmt in allowed_formats:
         if fmt in _IMAGE_TYPES:
             caps[f"supports_image_type_{_IMAGE_TYPES[fmt]}"] = True
-    if "raw" in allowed_formats:  # kernels, ramdisks and machine images are raw files
-        caps.update(supports_image_type_aki=True, supports_image_type_ari=True,
-                    supports_image_type_ami=True)
+    # Kernels and ramdisks are boot files (see _boot_file); machine images raw disks.
+    caps.update(supports_image_type_aki=True, supports_image_type_ari=True,
+                supports_image_type_ami="raw" in allowed_formats)
     return caps
 
 
@@ -107,13 +106,11 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
         self.store = LocalImageStore.from_conf(self.conf)  # the store every backend reads
         self.capabilities = capabilities_for(self.conf.images.allowed_formats)
         self._image_api = glance.API()
-        self._nodename: str | None = None
 
     # -- host -----------------------------------------------------------------
 
     @_translated
     def init_host(self, host):
-        self._nodename = host
         self.driver.init_host(host)
 
     def cleanup_host(self, host):
