@@ -83,6 +83,8 @@ connection_uri = {SYSTEM_URI}
 shutdown_timeout = 30
 shutdown_retry_interval = 3
 wait_soft_reboot_seconds = 60
+# Every boot's kernel log stays readable through the API (tests count boots in it).
+console_log_max_bytes = 4194304
 """)
     return path
 

@@ -16,10 +16,8 @@ import os
 import shutil
 import tempfile
 
-from nova import test
-from nova.tests.unit import utils as test_utils
-from nova.tests.unit.virt import test_virt_drivers
-
+# isort: off
+# tests.nova.base first: it sets Nova's threading mode before Nova is imported.
 from tests.nova.base import (
     COMPUTE_DRIVER,
     DEMO_GUEST_DIR,
@@ -28,6 +26,10 @@ from tests.nova.base import (
     reap_leftovers,
     write_conf,
 )
+from nova import test
+from nova.tests.unit import utils as test_utils
+from nova.tests.unit.virt import test_virt_drivers
+# isort: on
 
 TEST_IMAGE = "cedef40a-ed67-4d10-800e-17455edce175"  # the image get_test_instance boots
 GUEST_PREFIX = PREFIX + "c-"
