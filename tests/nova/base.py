@@ -54,11 +54,15 @@ def reap_leftovers(prefix: str) -> None:
     try:
         for dom in conn.listAllDomains():
             if dom.name().startswith(prefix):
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                      | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                      | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise  # gone meanwhile (the driver's own destroy): fine
     finally:
         conn.close()
 
