@@ -29,10 +29,17 @@ from virt.domain import (
     Interface,
     Serial,
     Video,
+    VirtualPort,
 )
 from virt.errors import InvalidParameter, NotSupported
 from virt.objects import NIC, BlockDevice, GuestKind, Instance
-from virt.validation import check_absolute_path, check_instance, check_mac, check_vnc_listen
+from virt.validation import (
+    check_absolute_path,
+    check_instance,
+    check_mac,
+    check_uuid,
+    check_vnc_listen,
+)
 
 VIRT_TYPES = ("kvm", "qemu", "xen")
 XEN_HVMLOADER = contract.XEN_HVMLOADER
@@ -131,18 +138,47 @@ def _interface(index: int, nic: NIC, default_model: str | None) -> Interface:
         _choice(NIC_MODELS)(model, f"{field}.model")
     if nic.bridge is not None and nic.network is not None:
         raise InvalidParameter(f"{field}: give a bridge or a network, not both")
+    host_side = _host_side(field, nic)
     if nic.bridge is not None:
         if not _BRIDGE_NAME.fullmatch(nic.bridge):
             raise InvalidParameter(
                 f"{field}.bridge {nic.bridge!r}: use 1 to 15 letters, digits, '.', '_' or '-'")
-        return Interface(type="bridge", mac=mac, source=nic.bridge, model=model)
+        return Interface(type="bridge", mac=mac, source=nic.bridge, model=model, **host_side)
     if nic.network is not None:
         if not _NETWORK_NAME.fullmatch(nic.network):
             raise InvalidParameter(
                 f"{field}.network {nic.network!r}: use 1 to 63 letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit")
-        return Interface(type="network", mac=mac, source=nic.network, model=model)
+        return Interface(type="network", mac=mac, source=nic.network, model=model, **host_side)
+    if nic.tap is not None:  # a tap device the manager plugs (Nova's tap/ethernet VIFs)
+        return Interface(type="ethernet", mac=mac, model=model, **host_side)
+    if host_side:
+        raise InvalidParameter(f"{field}: mtu and ovs_interface_id need a bridge or a tap")
     return Interface(type="user", mac=mac, model=model)
+
+
+def _host_side(field: str, nic: NIC) -> dict[str, object]:
+    """The tap device name, Open vSwitch port and MTU of a NIC, checked, as Interface fields."""
+    values: dict[str, object] = {}
+    if nic.tap is not None:
+        # libvirt names its own taps vnetN and would rename a given one.
+        if not _BRIDGE_NAME.fullmatch(nic.tap) or nic.tap.startswith("vnet"):
+            raise InvalidParameter(
+                f"{field}.tap {nic.tap!r}: use 1 to 15 letters, digits, '.', '_' or '-', "
+                "not starting with vnet")
+        values["target_dev"] = nic.tap
+    if nic.ovs_interface_id is not None:
+        if nic.bridge is None:
+            raise InvalidParameter(f"{field}.ovs_interface_id: set the Open vSwitch bridge too")
+        values["virtualport"] = VirtualPort(
+            type="openvswitch", interface_id=check_uuid(nic.ovs_interface_id,
+                                                        f"{field}.ovs_interface_id"))
+    if nic.mtu is not None:
+        if isinstance(nic.mtu, bool) or not isinstance(nic.mtu, int) \
+                or not 68 <= nic.mtu <= 65535:
+            raise InvalidParameter(f"{field}.mtu {nic.mtu!r}: use an integer from 68 to 65535")
+        values["mtu"] = nic.mtu
+    return values
 
 
 @dataclass(frozen=True)
@@ -342,12 +378,20 @@ def instance_from_domain(domain: Domain) -> Instance:
     passwords = [g.passwd for g in domain.devices_of(Graphics) if g.passwd]
     if passwords:  # present only in XML read with VIR_DOMAIN_XML_SECURE
         params["vnc_password"] = passwords[0]
-    nics = tuple(
-        NIC(mac=iface.mac or "",
-            bridge=iface.source if iface.type == "bridge" else None,
-            network=iface.source if iface.type == "network" else None,
-            model=iface.model)
-        for iface in domain.devices_of(Interface))
+    nics = tuple(_nic(iface) for iface in domain.devices_of(Interface))
     return Instance(name=domain.name, flavor=meta.flavor, image=meta.image,
                     uuid=meta.instance_uuid, kind=meta.kind or GuestKind.HVM,
                     params=params, nics=nics)
+
+
+def _nic(iface: Interface) -> NIC:
+    """The NIC an <interface> of build_domain was made from."""
+    port = iface.virtualport
+    tap = iface.target_dev
+    return NIC(mac=iface.mac or "",
+               bridge=iface.source if iface.type == "bridge" else None,
+               network=iface.source if iface.type == "network" else None,
+               model=iface.model,
+               tap=tap if tap and not tap.startswith("vnet") else None,
+               ovs_interface_id=port.interface_id if port is not None else None,
+               mtu=iface.mtu)

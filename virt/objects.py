@@ -33,11 +33,18 @@ class Flavor:
 
 @dataclass(frozen=True)
 class NIC:
+    """One guest NIC. Without bridge or network: a tap device (`tap`) when given, else
+    QEMU user networking. ovs_interface_id: the bridge is an Open vSwitch bridge and
+    this is the port's id (Neutron's port uuid). mtu: the host side's MTU."""
+
     mac: str
     bridge: str | None = None
     network: str | None = None
     model: str | None = None
     ip: str | None = None
+    tap: str | None = None
+    ovs_interface_id: str | None = None
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)

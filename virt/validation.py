@@ -147,8 +147,9 @@ def check_nic(nic, field: str) -> NIC:
     if not isinstance(nic, NIC):
         raise InvalidParameter(f"{field} {_show(nic)}: use a virt.objects.NIC")
     check_mac(nic.mac, f"{field}.mac")
-    for name in ("bridge", "network", "model", "ip"):
+    for name in ("bridge", "network", "model", "ip", "tap", "ovs_interface_id"):
         check_optional_text(getattr(nic, name), f"{field}.{name}")
+    check_optional_int(nic.mtu, f"{field}.mtu")
     return nic
 
 

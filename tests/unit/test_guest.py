@@ -350,3 +350,44 @@ def test_the_owner_rides_in_the_metadata():
                                 owner="/srv/instances", **kwargs)
     assert Domain.from_xml(domain.to_xml()).metadata.owner == "/srv/instances"
     assert build(kvm_3_disks_2_nics)[1].metadata.owner is None  # no owner: as 0.1 wrote
+
+
+PORT_ID = "5a0c3a8e-7d0b-4b6e-9b55-2f3c0d1e2a10"
+HOST_SIDE_NICS = (
+    NIC("52:54:00:00:00:11", tap="tap5a0c3a8e-7d"),
+    NIC("52:54:00:00:00:12", bridge="br-int", tap="tap5a0c3a8e-7e",
+        ovs_interface_id=PORT_ID, mtu=1450),
+    NIC("52:54:00:00:00:13", bridge="br0", mtu=9000),
+)
+
+
+def test_tap_ovs_port_and_mtu_reach_the_xml_and_come_back(test_conn):  # noqa: F811
+    inst = _with(nics=HOST_SIDE_NICS)
+    xml = guest.build_domain(inst, [BlockDevice("/var/lib/vd/disk", "qcow2")], inst.nics,
+                             "kvm", 8_000_000).to_xml()
+    assert_valid(xml)
+    ifaces = Domain.from_xml(xml).devices_of(Interface)
+    assert [(i.type, i.target_dev, i.mtu) for i in ifaces] == [
+        ("ethernet", "tap5a0c3a8e-7d", None), ("bridge", "tap5a0c3a8e-7e", 1450),
+        ("bridge", None, 9000)]
+    assert (ifaces[1].virtualport.type, ifaces[1].virtualport.interface_id) \
+        == ("openvswitch", PORT_ID)
+    define(test_conn, xml).undefine()
+    # A hard reboot rebuilds the NICs from the definition.
+    rebuilt = guest.instance_from_domain(Domain.from_xml(xml))
+    assert rebuilt.nics == tuple(dataclasses.replace(n, model="virtio") for n in HOST_SIDE_NICS)
+
+
+@pytest.mark.parametrize(("nic", "message"), [
+    (NIC("52:54:00:00:00:11", tap="vnet3"), "not starting with vnet"),
+    (NIC("52:54:00:00:00:11", tap="a-tap-name-too-long"), "1 to 15 letters"),
+    (NIC("52:54:00:00:00:11", tap="tap0", ovs_interface_id=PORT_ID), "Open vSwitch bridge"),
+    (NIC("52:54:00:00:00:11", bridge="br-int", ovs_interface_id="port-1"), "use a UUID"),
+    (NIC("52:54:00:00:00:11", bridge="br0", mtu=20), "from 68 to 65535"),
+    (NIC("52:54:00:00:00:11", mtu=1500), "need a bridge or a tap"),
+])
+def test_bad_host_side_of_a_nic_is_refused(nic, message):
+    inst = _with(nics=(nic,))
+    with pytest.raises(InvalidParameter, match=message):
+        guest.build_domain(inst, [BlockDevice("/var/lib/vd/disk", "qcow2")], inst.nics,
+                           "kvm", 8_000_000)

@@ -1,0 +1,92 @@
+"""Servers through Nova's API on real guests: what a user does, and failed spawns."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+
+from tests.nova.base import NovaTestCase
+
+
+class TestBusyboxServer(NovaTestCase):
+
+    def test_lifecycle_snapshot_and_delete(self):
+        image = self.upload_demo_guest()
+        flavor = self.demo_flavor()
+        network = self.neutron.network_1["id"]
+        server = self.boot(image, flavor, networks=[{"uuid": network}])
+        port = self.neutron.list_ports(True, device_id=server["id"])["ports"][0]
+        output = self.console(server)
+        self.assertIn(f"VIRT-DEMO mac={port['mac_address']}", output)  # the tap NIC
+        self.assertIn("demo.action=wait", output)  # the image's os_command_line
+
+        self._stop_server(server)
+        self._start_server(server)
+        self.wait_for_console(server, "ready", count=2)
+        self._reboot_server(server)
+        self.wait_for_console(server, "ready", count=3)
+        self._reboot_server(server, hard=True)
+        self.wait_for_console(server, "ready", count=4)
+        self.post_action(server, {"pause": None}, "PAUSED")
+        self.post_action(server, {"unpause": None}, "ACTIVE")
+        self._suspend_server(server)
+        self._resume_server(server)
+        self.wait_for_status(server, "ACTIVE")
+
+        snapshot_id = self.api.post_server_action(
+            server["id"], {"createImage": {"name": "nv-snap"}})["image_id"]
+        self.wait_for_image(snapshot_id)
+        self.assertEqual(b"QFI\xfb", self.glance._imagedata[snapshot_id][:4])  # qcow2 bytes
+        # The second server also asks for a config drive with a key pair and user data.
+        key = self.make_keypair("nv-key")
+        user_data = "#cloud-config\nruncmd: [echo nv-user-data]\n"
+        second = self.boot(snapshot_id, flavor, networks="none", config_drive=True,
+                           key_name="nv-key", user_data=base64.b64encode(
+                               user_data.encode()).decode())
+        output = self.console(second)
+        self.assertIn("VIRT-DEMO marker written", output)
+        self.assertIn("VIRT-DEMO disk=vdb", output)  # the config drive, read-only virtio
+        drive = self.read_config_drive(second)
+        meta = json.loads(drive["openstack/latest/meta_data.json"])
+        self.assertEqual((second["id"], [key]), (meta["uuid"], list(meta["public_keys"].values())))
+        self.assertEqual(user_data, drive["openstack/latest/user_data"].decode())
+
+        self._delete_server(server)
+        self._delete_server(second)
+        self.assert_nothing_left()
+
+
+class TestFailedSpawns(NovaTestCase):
+    """Each ends in ERROR with a fault that says why, and leaves nothing on the host."""
+
+    def test_hostile_too_large_and_refused_by_libvirt(self):
+        flavor = self.demo_flavor()
+        work = os.path.join(self.state, "work")
+        os.mkdir(work)
+
+        hostile = os.path.join(work, "hostile.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        "/etc/passwd", hostile, "64M"], check=True)
+        fault = self.failed_boot(self.upload(hostile, "qcow2"), flavor)
+        self.assertIn("backing file", fault)
+        self.assertIn("is unacceptable", fault)
+        self.assert_nothing_left()
+
+        large = os.path.join(work, "large.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", large, "2G"], check=True)
+        fault = self.failed_boot(self.upload(large, "qcow2"), flavor)
+        self.assertIn("larger than the flavor's root disk", fault)
+        self.assert_nothing_left()
+
+        # A host-side failure is rescheduled; with one host there is nowhere to go, and
+        # without retries Nova records the driver's reason itself as the fault.
+        self.flags(max_attempts=1, group="scheduler")
+        # Neutron may ask for an MTU no tap device takes (their maximum is 65521).
+        network = self.neutron.network_1["id"]
+        self.neutron._networks[network]["mtu"] = 65535
+        fault = self.failed_boot(self.upload_demo_guest(), flavor, [{"uuid": network}])
+        self.assertIn("spawn failed at step 'start'", fault)
+        self.assertIn("MTU", fault)  # libvirt's own words
+        self.assert_nothing_left()
