@@ -23,6 +23,8 @@ daemons: bootstrap
 
 lint: bootstrap
 	$(RUFF) check --no-cache virt backends tests benchmarks tools
+	$(VENV)/bin/mypy --no-incremental
+	shellcheck tools/*.sh tools/demo-guest/init tools/demo-guest/power-button
 
 unit: bootstrap
 	$(PYTEST) -q tests/unit

@@ -333,16 +333,18 @@ class Commands:
     def do_boot(self) -> None:
         from virt import seed
         instance = self._instance_from_args()
+        image = self.args.image
         if self.args.print_config:
-            print(self.driver.describe_spawn(instance, instance.image, instance.nics), end="")
+            print(self.driver.describe_spawn(instance, image, instance.nics), end="")
             seed_plan = seed.plan(instance, instance.nics)
-            for path, content in ({} if seed_plan is None else seed_plan.files()).items():
-                text = content.decode()
-                print(f"--- seed {seed_plan.label}:{path}\n{text}",
-                      end="" if text.endswith("\n") else "\n")
+            if seed_plan is not None:
+                for path, content in seed_plan.files().items():
+                    text = content.decode()
+                    print(f"--- seed {seed_plan.label}:{path}\n{text}",
+                          end="" if text.endswith("\n") else "\n")
             return
         started = time.monotonic()
-        self.driver.spawn(instance, instance.image, instance.nics)
+        self.driver.spawn(instance, image, instance.nics)
         self.out.done(f"booted {instance.name} ({instance.uuid}) in "
                       f"{time.monotonic() - started:.1f} s",
                       name=instance.name, uuid=instance.uuid)
@@ -442,7 +444,7 @@ class Commands:
         compress = a.compress or (a.fmt == "qcow2" and self.conf.images.snapshot_compression)
         self.driver.snapshot(self._get(), a.image_name, fmt=a.fmt, compress=compress,
                              progress=ProgressBar(f"saving {a.image_name}"))
-        consistency = self.store().get(a.image_name).properties.get("consistency")
+        consistency = self.store().get(a.image_name).properties.get("consistency", "")
         note = {"crash": " (crash-consistent: no guest agent froze its file systems)",
                 "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
@@ -482,10 +484,7 @@ class Commands:
                       name=a.name, dest=a.dest, **figures)
 
     def _incoming(self) -> Instance:
-        """The incoming instance of migrate-prepare/-abandon, if the backend has block migration."""
-        if not hasattr(self.driver, "prepare_incoming"):
-            raise UsageError(f"the {self.driver.name} backend has no block migration: "
-                             "use shared storage")
+        """The incoming instance of migrate-prepare/-abandon."""
         a = self.args
         return Instance(name=a.name, uuid=a.uuid, image=getattr(a, "image", None),
                         flavor=Flavor(root_gb=getattr(a, "disk_gb", 1)))

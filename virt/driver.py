@@ -15,6 +15,7 @@ import inspect
 import logging
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
+from typing import Any, BinaryIO
 
 from virt import recovery
 from virt.capabilities import Capabilities
@@ -50,7 +51,7 @@ BACKEND_GROUP = "virt.backends"
 
 
 # Each argument name of the contract, and the check its value passes first.
-ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
+ARGUMENT_CHECKS: dict[str, Callable[[Any, str], object]] = {
     "instance": check_instance,
     "name": lambda value, field: check_instance_name(value, "instance name"),
     "image_id": lambda value, field: check_image_name(value, "image"),
@@ -89,7 +90,7 @@ def checked_at_the_boundary(method: Callable) -> Callable:
             bound.arguments[name] = ARGUMENT_CHECKS[name](value, name)
         return method(*bound.args, **bound.kwargs)
 
-    checked.boundary_checked = True
+    checked.boundary_checked = True  # type: ignore[attr-defined]  # read by __init_subclass__
     return checked
 
 
@@ -252,6 +253,19 @@ class ComputeDriver(abc.ABC):
         its job statistics), or None.
         """
 
+    def prepare_incoming(self, instance: Instance, chain: BinaryIO | None = None,
+                         seed_record: str | None = None) -> str:
+        """Destination side of a block migration: the instance's disks made ready here
+        (`chain`: the source's image export, `seed_record`: its seed.json); the
+        instances path to migrate into."""
+        raise NotSupported(f"the {self.name} backend has no block migration: "
+                           "use shared storage")
+
+    def abandon_incoming(self, instance: Instance) -> None:
+        """Undo prepare_incoming after a failed migration."""
+        raise NotSupported(f"the {self.name} backend has no block migration: "
+                           "use shared storage")
+
     def attach_volume(self, instance: Instance, volume: str, device: str | None = None,
                       fmt: str | None = None) -> str:
         """Attach a copy of a store image or of a file (fmt given), live and persistent;
@@ -326,7 +340,7 @@ def load_driver(conf, backends=None) -> ComputeDriver:
         driver.selection_reason = (f"auto: {candidates[0]}, the only backend for "
                                    f"virt_type {conf.virt_type}")
         return driver
-    refusals = []
+    refusals: list[str] = []
     for name in candidates:
         cls = backends.get(name)
         reason = "not installed" if cls is None else cls.unavailable_reason(conf)

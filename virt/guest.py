@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from virt import disk as diskpolicy
 from virt import params as contract
@@ -41,6 +42,8 @@ from virt.validation import (
     check_vnc_listen,
 )
 
+# Checked params by name: each its own type (bool, list of boot devices, str).
+Params = dict[str, Any]
 VIRT_TYPES = ("kvm", "qemu", "xen")
 XEN_HVMLOADER = contract.XEN_HVMLOADER
 BOOT_LETTERS = {"a": "fd", "c": "hd", "d": "cdrom", "n": "network"}
@@ -88,7 +91,7 @@ _QEMU_REFUSED_ACTIONS = {
 }
 
 
-def _check_qemu_limits(virt_type: str, given: dict[str, str], params: dict[str, object]) -> None:
+def _check_qemu_limits(virt_type: str, given: dict[str, str], params: Params) -> None:
     """NotSupported for what a KVM/QEMU domain cannot express (never silently dropped)."""
     if virt_type not in ("kvm", "qemu"):
         return
@@ -102,7 +105,7 @@ def _check_qemu_limits(virt_type: str, given: dict[str, str], params: dict[str, 
                                f"do that; use one of {allowed}")
 
 
-def read_params(kind: GuestKind, params: dict[str, str]) -> dict[str, object]:
+def read_params(kind: GuestKind, params: dict[str, str]) -> Params:
     """The checked values of the params, with the contract's defaults (virt/params.py).
 
     Raises InvalidParameter for an unknown key or a bad value, NotSupported
@@ -206,7 +209,7 @@ def _shape(instance: Instance, virt_type: str) -> _Shape:
     return _Shape(virt_type, instance.kind is GuestKind.HVM)
 
 
-def _os(shape: _Shape, params: dict[str, object], arch: str, machine: str | None) -> OS:
+def _os(shape: _Shape, params: Params, arch: str, machine: str | None) -> OS:
     kernel = params.get("kernel_path")
     bootloader = params.get("bootloader")
     if "initrd_path" in params and kernel is None:
@@ -232,7 +235,7 @@ def _os(shape: _Shape, params: dict[str, object], arch: str, machine: str | None
               cmdline=params.get("kernel_args"), boot_devices=list(boot))
 
 
-def _disks(shape: _Shape, devices: Sequence[BlockDevice], params: dict[str, object],
+def _disks(shape: _Shape, devices: Sequence[BlockDevice], params: Params,
            hypervisor_version: int, machine: str | None,
            probe: diskpolicy.DiskProbe | None) -> list[Disk]:
     buses = [device.bus or diskpolicy.default_bus(shape.virt_type, shape.hvm,
@@ -270,7 +273,7 @@ def _consoles(shape: _Shape, console_log: str | None) -> list[Device]:
             Console(type="pty", target_type="serial", target_port=0)]
 
 
-def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> list[Device]:
+def _graphics(shape: _Shape, instance: Instance, params: Params) -> list[Device]:
     listen = params.get("vnc_bind_address")
     if listen is None and not shape.xen_hvm:
         if "vnc_password" in params:

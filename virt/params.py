@@ -191,9 +191,9 @@ def check_params(kind: GuestKind, params: Mapping[str, str], support: Support,
     values: dict[str, str] = {}
     for param in PARAMS:
         if kind in support.get(param.name, ()):
-            value = params.get(param.name) or param.default
-            if value is not None:
-                values[param.name] = value
+            given = params.get(param.name) or param.default
+            if given is not None:
+                values[param.name] = given
     return values
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ class SeedPlan:
         return _checked(recorded)
 
 
-def plan(instance: Instance, nics: list[NIC] | tuple[NIC, ...]) -> SeedPlan | None:
+def plan(instance: Instance, nics: Sequence[NIC]) -> SeedPlan | None:
     """The checked seed of an instance, or None when it asks for none."""
     config = instance.seed
     if config is None:

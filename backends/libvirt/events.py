@@ -67,10 +67,9 @@ class EventDispatcher:
             if pending is not None:
                 pending.cancel()
             if state is PowerState.SHUTOFF and self.stop_delay > 0:
-                token = object()
-                timer = threading.Timer(self.stop_delay, self._release_stop, (name, token))
+                timer = threading.Timer(self.stop_delay, self._release_stop)
+                timer.args = (name, timer)  # its own token: a later event replaces it
                 timer.daemon = True
-                timer.token = token
                 self._pending_stops[name] = timer
                 timer.start()
                 return
@@ -85,10 +84,10 @@ class EventDispatcher:
                 self._thread.start()
         self._queue.put((name, state.value))
 
-    def _release_stop(self, name: str, token: object) -> None:
+    def _release_stop(self, name: str, timer: threading.Timer) -> None:
         with self._lock:
             # A later event may have replaced or cancelled this timer already.
-            if getattr(self._pending_stops.get(name), "token", None) is not token:
+            if self._pending_stops.get(name) is not timer:
                 return
             del self._pending_stops[name]
         self.emit(name, PowerState.SHUTOFF)

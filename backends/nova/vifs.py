@@ -22,14 +22,14 @@ def nic_from_vif(vif: Mapping) -> NIC:
     kind = vif.get("type")
     network = vif.get("network") or {}
     mtu = (network.get("meta") or {}).get("mtu")
-    common = {"mac": vif.get("address"), "tap": vif.get("devname"),
-              "mtu": int(mtu) if mtu else None}
+    mac, tap, mtu = vif.get("address") or "", vif.get("devname"), int(mtu) if mtu else None
     if kind == "ovs":
-        return NIC(bridge=network.get("bridge"), ovs_interface_id=vif.get("id"), **common)
+        return NIC(mac, bridge=network.get("bridge"), ovs_interface_id=vif.get("id"), tap=tap,
+                   mtu=mtu)
     if kind == "bridge":
-        return NIC(bridge=network.get("bridge"), **common)
+        return NIC(mac, bridge=network.get("bridge"), tap=tap, mtu=mtu)
     if kind in ("tap", "ethernet"):
-        return NIC(**common)
+        return NIC(mac, tap=tap, mtu=mtu)
     raise InvalidParameter(f"VIF {vif.get('id')} of type {kind!r}: this driver plugs "
                            f"{', '.join(SUPPORTED_TYPES)}; bind the port with one of those")
 
