@@ -177,6 +177,12 @@ class LocalImageStore:
         digest = ContentHash()
         private_copy(path, copy, digest)
         inspected = images.inspect_untrusted(copy, "raw", self.max_virtual_size, self.limits)
+        # qemu sees a raw disk in whole sectors: the stored file is that disk, as
+        # a conversion would have written it (zeros up to the next 512 bytes).
+        padding = inspected.virtual_size - os.path.getsize(copy)
+        if padding > 0:
+            os.truncate(copy, inspected.virtual_size)
+            digest.update_zeros(padding)
         os.chmod(copy, 0o644)
         fsync_path(copy)
         if progress is not None:
