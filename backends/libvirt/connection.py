@@ -19,6 +19,7 @@ from typing import TypeVar
 import libvirt
 
 from backends.libvirt.events import EventDispatcher, Listener
+from backends.libvirt.spares import SpareConnections
 from virt.errors import BackendUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -73,11 +74,12 @@ class Connection:
     call(fn) runs fn(conn); when it fails because the connection died, the
     connection is reopened and fn runs once more, so callers never see a
     daemon restart. fn must therefore look up what it needs from the conn it
-    is given (domain objects do not survive a reconnect).
+    is given (domain objects do not survive a reconnect). A call made while
+    another runs on the shared connection gets a spare one (see spares.py).
     """
 
     def __init__(self, uri: str, keepalive_interval: int = 5, keepalive_count: int = 5,
-                 max_backoff: float = 30, stop_delay: float = 2.0):
+                 max_backoff: float = 30, stop_delay: float = 2.0, max_spares: int = 4):
         start_event_loop()
         self.uri = uri
         self.keepalive_interval = keepalive_interval
@@ -90,6 +92,8 @@ class Connection:
         self._callback_ids: list[int] = []
         self._resync: list[Callable[[libvirt.virConnect], None]] = []
         self.connect_count = 0
+        self.spares = SpareConnections(uri, max_spares)
+        self._calls = 0  # calls running on the shared connection now
 
     def add_listener(self, callback: Listener) -> None:
         self.events.add_listener(callback)
@@ -110,19 +114,43 @@ class Connection:
             return self._conn
 
     def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        conn = self.get()
+        spare = self.spares.take() if self._calls else None
+        if spare is not None:
+            try:
+                result = fn(spare)
+            except libvirt.libvirtError as e:
+                lost = is_disconnect(e) or not _alive(spare)
+                self.spares.give_back(spare, healthy=not lost)
+                if not lost:
+                    raise
+            else:
+                self.spares.give_back(spare)
+                return result
+        with self._counted():
+            conn = self.get()
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as e:
+                if not (is_disconnect(e) or not _alive(conn)):
+                    raise
+                LOG.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, e)
+                self._mark_dead(conn)
+            return fn(self.get())
+
+    @contextlib.contextmanager
+    def _counted(self):
+        with self._lock:
+            self._calls += 1
         try:
-            return fn(conn)
-        except libvirt.libvirtError as e:
-            if not (is_disconnect(e) or not _alive(conn)):
-                raise
-            LOG.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, e)
-            self._mark_dead(conn)
-        return fn(self.get())
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
 
     def close(self) -> None:
         with self._lock:
             self._drop()
+        self.spares.close()
 
     def _usable(self) -> bool:
         return self._conn is not None and not self._dead and _alive(self._conn)
