@@ -61,6 +61,17 @@ def remove_domain(conn: libvirt.virConnect, name: str) -> None:
     dom.undefine()
 
 
+def bench_dir(prefix: str, parent: str = "/tmp") -> tuple[str, list[str]]:
+    """A new work directory and the virt-driver command whose state lives in it."""
+    work = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(work, 0o755)
+    config = os.path.join(work, "virt-driver.conf")
+    with open(config, "w") as f:
+        f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
+                f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
+    return work, [CLI, "--config-file", config]
+
+
 def transient_pool(conn: libvirt.virConnect, name: str, directory: str) -> libvirt.virStoragePool:
     return conn.storagePoolCreateXML(
         f"<pool type='dir'><name>{escape(name)}</name>"
@@ -70,10 +81,9 @@ def transient_pool(conn: libvirt.virConnect, name: str, directory: str) -> libvi
 class Sides:
     """The three commands, each with its untimed cleanup."""
 
-    def __init__(self, work: str, prefix: str, conn: libvirt.virConnect):
-        self.work, self.prefix, self.conn = work, prefix, conn
+    def __init__(self, work: str, vd: list[str], prefix: str, conn: libvirt.virConnect):
+        self.work, self.vd, self.prefix, self.conn = work, vd, prefix, conn
         self.base = os.path.join(work, "base.raw")
-        self.vd = [CLI, "--config-file", os.path.join(work, "virt-driver.conf")]
 
     def virt_driver(self, i: int) -> tuple[float, float, int]:
         name = f"{self.prefix}vd-{i}"
@@ -142,13 +152,9 @@ def main() -> None:
     opts = args.parse_args()
     subprocess.run([os.path.join(ROOT, "tools", "build-demo-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
-    work = tempfile.mkdtemp(prefix="bench-boot-", dir="/tmp")
-    os.chmod(work, 0o755)
-    with open(os.path.join(work, "virt-driver.conf"), "w") as f:
-        f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
-                f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
+    work, vd = bench_dir("bench-boot-")
     conn = libvirt.open(URI)
-    sides = Sides(work, opts.prefix, conn)
+    sides = Sides(work, vd, opts.prefix, conn)
     pool = None
     runs = {"virt-driver boot": [], "virt-install --import": [], "bare define+create": []}
     try:

@@ -18,11 +18,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import libvirt
-from bench_boot_cli import CLI, CMDLINE, GUEST, HERE, ROOT, URI, remove_domain
+from bench_boot_cli import CMDLINE, GUEST, HERE, ROOT, URI, bench_dir, remove_domain
 
 
 def storm(argvs: list[list[str]]) -> float:
@@ -45,13 +44,7 @@ def main() -> None:
     sizes = [int(n) for n in opts.sizes.split(",")]
     subprocess.run([os.path.join(ROOT, "tools", "build-demo-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
-    work = tempfile.mkdtemp(prefix="bench-storm-", dir="/tmp")
-    os.chmod(work, 0o755)
-    config = os.path.join(work, "virt-driver.conf")
-    with open(config, "w") as f:
-        f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
-                f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
-    vd = [CLI, "--config-file", config]
+    work, vd = bench_dir("bench-storm-", "/tmp")
     base = os.path.join(work, "base.raw")
     conn = libvirt.open(URI)
     results = {(n, side): [] for n in sizes for side in ("vd", "bare")}

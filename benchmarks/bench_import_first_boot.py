@@ -21,11 +21,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import libvirt
-from bench_boot_cli import CLI, CMDLINE, GUEST, HERE, ROOT, URI, remove_domain
+from bench_boot_cli import CMDLINE, GUEST, HERE, ROOT, URI, bench_dir, remove_domain
 
 MiB = 1 << 20
 
@@ -62,13 +61,7 @@ def main() -> None:
     opts = args.parse_args()
     subprocess.run([os.path.join(ROOT, "tools", "build-demo-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
-    work = tempfile.mkdtemp(prefix="bench-import-", dir="/var/tmp")
-    os.chmod(work, 0o755)
-    config = os.path.join(work, "virt-driver.conf")
-    with open(config, "w") as f:
-        f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
-                f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
-    vd = [CLI, "--config-file", config]
+    work, vd = bench_dir("bench-import-", "/var/tmp")
     image = os.path.join(work, "image.raw")
     copy = os.path.join(work, "copy.raw")
     conn = libvirt.open(URI)
