@@ -242,8 +242,9 @@ def _hashed_copy_range(src: int, dst: int, offset: int, count: int,
     buf = bytearray(_CHUNK)
     end = offset + count
     while offset < end:
-        view = memoryview(buf)[:os.preadv(src, [memoryview(buf)[:min(_CHUNK, end - offset)]],
-                                          offset)]
+        # Up to the next chunk boundary: whole chunks can be hashed in parallel.
+        want = min(_CHUNK - offset % _CHUNK, end - offset)
+        view = memoryview(buf)[:os.preadv(src, [memoryview(buf)[:want]], offset)]
         if not view:
             break
         digest.update(view)
