@@ -17,19 +17,19 @@ again; a mismatch is refused. Nothing slow runs under the lock once a base
 exists: overlays are made before it is taken (qemu-img -u, the base is not
 opened), and only the users record is written while it is held.
 
-Who uses a base. Every overlay is made by `create_overlay`, which creates the
-overlay and then, under the base's lock, makes sure the base is there and
-appends the overlay's path to the base's users record (`.users/<base>`, a
-JSON list). A recorded user counts while its overlay exists and its qcow2 header still points at
-the base (compared as files, so `..`, `//` and symlinks in either path do not
-matter); the header is read here, never with qemu-img, which could not open
-a running guest's write-locked disk. `cleanup` decides under the same lock,
-so a spawn racing with it either finds the base gone and fetches it again,
-or has recorded its overlay before cleanup looks (a base removed before the
-lock is taken is fetched anew under it). Any configuration sharing
-the cache therefore protects its overlays without cleanup knowing its
-instances path; overlays made before the records existed are found by
-scanning the instances paths cleanup is given.
+Who uses a base. Every overlay is made by `create_overlay`, which creates
+the overlay and then, under the base's lock, makes sure the base is there
+and appends the overlay's path to the base's users record (`.users/<base>`,
+a JSON list). A recorded user counts while its overlay exists and its qcow2
+header still points at the base (compared as files, so `..`, `//` and
+symlinks in either path do not matter); the header is read here, never with
+qemu-img, which could not open a running guest's write-locked disk.
+`cleanup` decides under the same lock, so a spawn racing with it either
+finds the base gone and fetches it again, or has recorded its overlay before
+cleanup looks (a base removed before the lock is taken is fetched anew under
+it). Any configuration sharing the cache therefore protects its overlays
+without cleanup knowing its instances path; overlays made before the records
+existed are found by scanning the instances paths cleanup is given.
 """
 
 from __future__ import annotations
