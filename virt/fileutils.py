@@ -214,9 +214,9 @@ def _sparse_copy(src: int, dst: int, size: int, digest: ContentHash | None = Non
             digest.update_zeros(start - offset)
             end = _hashed_copy_range(src, dst, start, end - start, digest)
         offset = end
+    os.ftruncate(dst, size)  # first: a size the filesystem refuses fails before hashing
     if digest is not None:
         digest.update_zeros(size - offset)
-    os.ftruncate(dst, size)
 
 
 def _copy_range(src: int, dst: int, offset: int, count: int) -> int:
