@@ -46,7 +46,6 @@ def main() -> None:
                    stdout=subprocess.DEVNULL)
     work, vd = bench_dir("bench-storm-", "/tmp")
     base = os.path.join(work, "base.raw")
-    conn = libvirt.open(URI)
     results = {(n, side): [] for n in sizes for side in ("vd", "bare")}
 
     def ours(n: int) -> float:
@@ -63,9 +62,13 @@ def main() -> None:
                        os.path.join(work, f"bare-{i}.log"), GUEST] for i in range(n)])
 
     def clean() -> None:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(opts.prefix):
-                remove_domain(conn, dom.name())
+        conn = libvirt.open(URI)  # a new one: a CI run may restart the shared libvirtd
+        try:
+            for dom in conn.listAllDomains():
+                if dom.name().startswith(opts.prefix):
+                    remove_domain(conn, dom.name())
+        finally:
+            conn.close()
         for entry in os.listdir(work):
             if entry.startswith("bare-"):
                 os.unlink(os.path.join(work, entry))
@@ -88,12 +91,10 @@ def main() -> None:
                     results[n, side].append(run(n))
                     tidy(n)
     finally:
-        clean()
-        for dom in conn.listAllDomains():
-            if dom.name().startswith(opts.prefix):
-                remove_domain(conn, dom.name())
-        conn.close()
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            clean()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     for n in sizes:
         vd_t, bare_t = results[n, "vd"], results[n, "bare"]
         ratios = [a / b for a, b in zip(vd_t, bare_t, strict=True)]
