@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 _loop_lock = threading.Lock()
 _loop_started = False
+_loop_thread: threading.Thread | None = None
 
 _FIRST_RETRY_DELAY = 0.25
 
@@ -38,14 +39,16 @@ _DISCONNECT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
 def start_event_loop() -> None:
     """Register libvirt's default event loop and run it, once per process."""
-    global _loop_started
+    global _loop_started, _loop_thread
     with _loop_lock:
         if _loop_started:
             return
         libvirt.virEventRegisterDefaultImpl()
         # libvirt prints every error on stderr by default; we raise them instead.
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        threading.Thread(target=_run_event_loop, name="virt-libvirt-loop", daemon=True).start()
+        _loop_thread = threading.Thread(target=_run_event_loop, name="virt-libvirt-loop",
+                                        daemon=True)
+        _loop_thread.start()
         _loop_started = True
 
 
@@ -114,7 +117,10 @@ class Connection:
             return self._conn
 
     def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        spare = self.spares.take() if self._calls else None
+        # Event handling's quick lookups neither take a spare nor count as busy:
+        # a connection opened per event during a spawn would cost more than it saves.
+        handling_events = threading.current_thread() in (_loop_thread, self.events.thread)
+        spare = self.spares.take() if self._calls and not handling_events else None
         if spare is not None:
             try:
                 result = fn(spare)
@@ -126,7 +132,7 @@ class Connection:
             else:
                 self.spares.give_back(spare)
                 return result
-        with self._counted():
+        with contextlib.nullcontext() if handling_events else self._counted():
             conn = self.get()
             try:
                 return fn(conn)

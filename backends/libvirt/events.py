@@ -55,7 +55,8 @@ class EventDispatcher:
         self.accept: Callable[[str], bool] = lambda _name: True
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="virt-libvirt-events", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name="virt-libvirt-events", daemon=True)
+        self.thread.start()
 
     def add_listener(self, callback: Listener) -> None:
         with self._lock:
