@@ -24,6 +24,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 
+from virt.contenthash import ContentHash, data_extents
 from virt.errors import ImageError, InvalidParameter
 from virt.units import gib_rounded
 
@@ -117,13 +118,15 @@ def atomic_write(path: str, data: str | bytes, mode: int = 0o644) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
 
 
-def private_copy(source: str, target: str) -> None:
+def private_copy(source: str, target: str, digest: ContentHash | None = None) -> None:
     """Copy the regular file `source` into a new file `target` (mode 0600), opening it once.
 
     What is copied is what the caller inspects and uses afterwards: the path
     `source` is never opened again. A symbolic link, FIFO, device or
     directory is refused before any read. A reflink where the filesystem
-    can, else a sparse copy (holes stay holes).
+    can, else a sparse copy (holes stay holes). Given `digest`, the bytes
+    are hashed into it as they are copied (no reflink then: they must pass
+    by), so that nobody reads the copy again to hash it.
     """
     try:
         _refuse_special(source, os.lstat(source).st_mode)
@@ -144,10 +147,13 @@ def private_copy(source: str, target: str) -> None:
         try:
             # No fsync: the copy is a held temporary, read back at once and
             # reclaimed if a crash comes first; durability would only cost time.
-            try:
-                fcntl.ioctl(out, _FICLONE, fd)
-            except OSError:
-                _sparse_copy(fd, out, size)
+            if digest is not None:
+                _sparse_copy(fd, out, size, digest)
+            else:
+                try:
+                    fcntl.ioctl(out, _FICLONE, fd)
+                except OSError:
+                    _sparse_copy(fd, out, size)
         except OSError as exc:  # no space, a file too large for this filesystem, ...
             remove_quietly(target)
             raise ImageError(f"cannot copy {source} ({size} bytes) to {target}: "
@@ -198,23 +204,23 @@ def _refuse_special(path: str, mode: int) -> None:
                                "the image file itself")
 
 
-def _sparse_copy(src: int, dst: int, size: int) -> None:
+def _sparse_copy(src: int, dst: int, size: int, digest: ContentHash | None = None) -> None:
     """Copy the data extents of `src` (SEEK_DATA/SEEK_HOLE) to the same offsets in `dst`."""
     offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(src, offset, os.SEEK_DATA)
-            end = min(os.lseek(src, start, os.SEEK_HOLE), size)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break  # only a hole is left
-            start, end = offset, size  # no hole support here: copy it all
-        _copy_range(src, dst, start, end - start)
+    for start, end in data_extents(src, size):
+        if digest is None:
+            end = _copy_range(src, dst, start, end - start)
+        else:
+            digest.update_zeros(start - offset)
+            end = _hashed_copy_range(src, dst, start, end - start, digest)
         offset = end
-    os.ftruncate(dst, size)
+    os.ftruncate(dst, size)  # first: a size the filesystem refuses fails before hashing
+    if digest is not None:
+        digest.update_zeros(size - offset)
 
 
-def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
+def _copy_range(src: int, dst: int, offset: int, count: int) -> int:
+    """Copy in the kernel where it can; the offset where the copy ended."""
     end = offset + count
     while offset < end:
         try:
@@ -225,8 +231,28 @@ def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
             data = os.pread(src, min(_CHUNK, end - offset), offset)
             done = os.pwrite(dst, data, offset) if data else 0
         if done == 0:
-            return  # the file shrank meanwhile: the copy ends where it did
+            break  # the file shrank meanwhile: the copy ends where it did
         offset += done
+    return offset
+
+
+def _hashed_copy_range(src: int, dst: int, offset: int, count: int,
+                       digest: ContentHash) -> int:
+    """_copy_range through one buffer, each block hashed between its read and its write."""
+    buf = bytearray(_CHUNK)
+    end = offset + count
+    while offset < end:
+        # Up to the next chunk boundary: whole chunks can be hashed in parallel.
+        want = min(_CHUNK - offset % _CHUNK, end - offset)
+        view = memoryview(buf)[:os.preadv(src, [memoryview(buf)[:want]], offset)]
+        if not view:
+            break
+        digest.update(view)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(dst, view[written:], offset + written)
+        offset += len(view)
+    return offset
 
 
 def remove_quietly(path: str) -> None:

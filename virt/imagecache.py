@@ -5,24 +5,38 @@ it came from (`qcow2-<sha256>`): the same bytes stored once as raw and once
 as qcow2 mean two different disks, so they get two bases, and a re-imported
 name never reuses a stale base. It is fetched, verified and converted once
 per host under an external lock per base; concurrent spawns wait for the
-first one and then share the result.
+first one and then share the result. A raw stored image needs no conversion:
+its base is a hard link to the store file (both are only ever replaced,
+never written: a base is opened read-only, as the backing file of overlays),
+so its first use copies nothing. Its time of last use is then kept on its
+users record, as the base's own would be the store file's.
 
-Who uses a base. Every overlay is made by `create_overlay`, which, under the
-base's lock, first appends the overlay's path to the base's users record
-(`.users/<base>`, a JSON list) and only then creates the overlay. A recorded
-user counts while its overlay exists and its qcow2 header still points at
-the base (compared as files, so `..`, `//` and symlinks in either path do not
-matter); the header is read here, never with qemu-img, which could not open
-a running guest's write-locked disk. `cleanup` decides under the same lock,
-so a spawn racing with it either finds the base gone and fetches it again,
-or has recorded its overlay before cleanup looks. Any configuration sharing
-the cache therefore protects its overlays without cleanup knowing its
-instances path; overlays made before the records existed count when they
-are among the root disks cleanup is given (the driver names them).
+The stored image is checked before it becomes a base: unchanged since its
+record (same inode, size and modification time), or else read and hashed
+again; a mismatch is refused. Nothing slow runs under the lock once a base
+exists: overlays are made before it is taken (qemu-img -u, the base is not
+opened), and only the users record is written while it is held.
+
+Who uses a base. Every overlay is made by `create_overlay`, which creates
+the overlay and then, under the base's lock, makes sure the base is there
+and appends the overlay's path to the base's users record (`.users/<base>`,
+a JSON list). A recorded user counts while its overlay exists and its qcow2
+header still points at the base (compared as files, so `..`, `//` and
+symlinks in either path do not matter); the header is read here, never with
+qemu-img, which could not open a running guest's write-locked disk.
+`cleanup` decides under the same lock, so a spawn racing with it either
+finds the base gone and fetches it again, or has recorded its overlay before
+cleanup looks (a base removed before the lock is taken is fetched anew under
+it). Any configuration sharing the cache therefore protects its overlays
+without cleanup knowing its instances path; overlays made before the records
+existed count when they are among the root disks cleanup is given (the
+driver names them).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -35,8 +49,8 @@ from oslo_concurrency import lockutils
 
 from virt import images
 from virt.errors import ImageError, UnsafeImage
-from virt.fileutils import atomic_write, remove_quietly
-from virt.imagestore import LocalImageStore, StoredImage, file_sha256
+from virt.fileutils import atomic_write, fsync_path, remove_quietly
+from virt.imagestore import LocalImageStore, StoredImage
 
 LOG = logging.getLogger(__name__)
 
@@ -70,14 +84,23 @@ class ImageCache:
 
     def create_overlay(self, image_name: str, overlay: str, size: int | None = None,
                        progress: images.Progress | None = None) -> str:
-        """Make `overlay`, a qcow2 overlay on the image's base, recorded as its user; the base."""
+        """Make `overlay`, a qcow2 overlay on the image's base, recorded as its user; the base.
+
+        The overlay comes first, outside the lock (the base need not exist
+        yet); a crash before it is recorded leaves an overlay the spawn's
+        own undo removes, and a base removed meanwhile is fetched again.
+        """
         image = self.store.get(image_name)
         base = self.base_path(image)
-        with self._lock(os.path.basename(base)):
-            self._ensure(image, base, progress)
-            # Recorded first: a crash in between leaves a user that does not count.
-            self._write_users(base, [*self._read_users(base), os.path.abspath(overlay)])
-            images.create_cow_image(base, overlay, size, backing_format="raw")
+        images.create_cow_image(base, overlay, image.virtual_size if size is None else size,
+                                backing_format="raw", open_backing=False)
+        try:
+            with self._lock(os.path.basename(base)):
+                self._ensure(image, base, progress)
+                self._write_users(base, [*self._read_users(base), os.path.abspath(overlay)])
+        except BaseException:
+            remove_quietly(overlay)
+            raise
         return base
 
     def cleanup(self, root_disks: Iterable[str], min_age: float) -> list[str]:
@@ -91,12 +114,13 @@ class ImageCache:
         removed = []
         for name in sorted(os.listdir(self.base_dir) if os.path.isdir(self.base_dir) else []):
             path = os.path.join(self.base_dir, name)
-            if name.startswith(".") or not os.path.isfile(path) or not _idle(path, min_age):
+            if (name.startswith(".") or not os.path.isfile(path)
+                    or not self._idle(path, min_age)):
                 continue
             with self._lock(name):
                 # A spawn may have used it while we waited for the lock.
                 try:
-                    if not _idle(path, min_age) or self._in_use(path, legacy):
+                    if not self._idle(path, min_age) or self._in_use(path, legacy):
                         continue
                 except UnsafeImage as exc:
                     LOG.warning("keeping %s: %s", path, exc)
@@ -120,7 +144,21 @@ class ImageCache:
         if not os.path.exists(base):
             self._fetch(image, base, progress)
         _check_base(base, image.virtual_size)
-        os.utime(base)
+        self._touch(base)
+
+    def _touch(self, base: str) -> None:
+        """Mark the base used now: on the base itself, or on its users record if the
+        base is a store file's link (its time belongs to the store's record)."""
+        if os.stat(base).st_nlink == 1:
+            os.utime(base)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self._users_path(base))
+
+    def _idle(self, base: str, min_age: float) -> bool:
+        """Unused for min_age seconds, by the base's time and its users record's."""
+        return _idle(base, min_age) and (not os.path.exists(self._users_path(base))
+                                         or _idle(self._users_path(base), min_age))
 
     def _fetch(self, wanted: StoredImage, base: str, progress) -> None:
         """Convert the image into `base`, hashing, checking and reading the same files."""
@@ -128,7 +166,7 @@ class ImageCache:
             if (image.sha256, image.format) != (wanted.sha256, wanted.format):
                 raise ImageError(f"image {image.name!r} was re-imported while an instance "
                                  "was being built from it: try again")
-            if file_sha256(image.path) != image.sha256:
+            if not (image.unchanged(image.path) or image.matches_hash(image.path)):
                 raise UnsafeImage(f"image {image.name!r} in the store does not match its "
                                   "recorded sha256: it was modified or corrupted; delete and "
                                   "re-import it")
@@ -137,6 +175,8 @@ class ImageCache:
             else:
                 images.inspect_untrusted(image.path, image.format, None, self.store.limits)
             os.makedirs(self.base_dir, exist_ok=True)
+            if image.format == "raw" and not image.backing_chain and _linked(image.path, base):
+                return
             images.convert(image.path, image.format, base, "raw", progress=progress)
 
     def _check_chain(self, image: StoredImage) -> None:
@@ -205,6 +245,19 @@ def qcow2_backing_file(path: str) -> str | None:
     except OSError:
         return None
     return os.path.join(os.path.dirname(os.path.abspath(path)), name)
+
+
+def _linked(stored: str, base: str) -> bool:
+    """Hard-link a stored raw file as the base (one atomic step); False where links
+    cannot join the two directories (another filesystem), and a copy is needed."""
+    try:
+        os.link(stored, base)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            return False
+        raise
+    fsync_path(os.path.dirname(base))
+    return True
 
 
 def _points_at(overlay: str, base: str) -> bool:

@@ -114,10 +114,16 @@ def create_image(fmt: str, path: str, size: int | str) -> None:
 
 
 def create_cow_image(backing_file: str, path: str, size: int | str | None = None,
-                     backing_format: str = "raw") -> None:
-    """Create a qcow2 overlay on `backing_file`; its format is given, never probed."""
-    args = ["create", "-q", "-f", "qcow2", "-b", os.path.abspath(backing_file),
-            "-F", backing_format]
+                     backing_format: str = "raw", open_backing: bool = True) -> None:
+    """Create a qcow2 overlay on `backing_file`; its format is given, never probed.
+
+    open_backing=False (qemu-img -u, `size` required): the backing file is
+    neither opened nor required to exist yet; the caller answers for it.
+    """
+    if not open_backing and size is None:
+        raise InvalidParameter("an overlay made without opening its backing file needs a size")
+    args = ["create", "-q", "-f", "qcow2", *([] if open_backing else ["-u"]),
+            "-b", os.path.abspath(backing_file), "-F", backing_format]
     with atomic_target(path) as tmp:
         qemu_img(*args, tmp, *([str(parse_size(size))] if size is not None else []))
 

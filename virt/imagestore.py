@@ -1,11 +1,17 @@
 """The local image store: the embedded default source of base images.
 
 Layout of the store directory: `NAME.img` holds the image, `NAME.json` its
-record (format, virtual size, sha256, properties); an imported chain keeps
-its files under UUID names that its record lists. Only raw and qcow2 are
-stored: every other accepted format is converted to qcow2 on import, and
-every import is rewritten by qemu-img from a private copy of the source,
-never copied byte for byte and never read from the outside path twice.
+record (format, virtual size, content hash, properties, the file's identity
+when it was written); an imported chain keeps its files under UUID names
+that its record lists. Only raw and qcow2 are stored: every other accepted
+format is converted to qcow2 on import and rewritten by qemu-img from a
+private copy of the source; a raw image is that private copy itself, hashed
+while it is copied. The outside path is never read twice.
+
+The content hash (virt.contenthash, `hash` in the record; records without it
+hold a plain sha256) is taken once, as the file is written. The identity
+(inode, size, modification time in ns) lets a user of the image see that the
+file is the one hashed without hashing it again: any write changes them.
 
 An image and its record appear and disappear together: work happens in a
 held staging directory (virt.fileutils), then under the store's exclusive
@@ -29,6 +35,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from virt import images
+from virt.contenthash import KIND as CONTENT_HASH
+from virt.contenthash import ContentHash, file_content_hash
 from virt.errors import ImageNotFound, InvalidParameter, VirtError
 from virt.fileutils import (
     directory_lock,
@@ -45,6 +53,9 @@ _RECORD_SUFFIX = ".json"
 _DATA_SUFFIXES = (_IMAGE_SUFFIX, ".qcow2", ".raw")  # file names an image's data may have
 _HASH_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_PLAIN_SHA256 = "sha256"  # the hash of records written before the content hash
+_HASHES = (_PLAIN_SHA256, CONTENT_HASH)
+_IDENTITY = ("inode", "size", "mtime_ns")  # what any write to a file changes
 
 
 class DamagedRecord(VirtError):
@@ -72,6 +83,9 @@ _RECORD_FIELDS: tuple[tuple[str, bool, Callable[[object], bool], str], ...] = (
      "an object of strings"),
     ("backing_chain", False, lambda v: isinstance(v, list) and all(map(_store_file, v)),
      "a list of file names in the store"),
+    ("hash", False, lambda v: v in _HASHES, "one of " + ", ".join(sorted(_HASHES))),
+    ("written", False, lambda v: isinstance(v, dict) and sorted(v) == sorted(_IDENTITY)
+     and all(map(_whole_number, v.values())), "an object of " + ", ".join(_IDENTITY)),
 )
 
 
@@ -85,14 +99,32 @@ class StoredImage:
     properties: dict[str, str] = field(default_factory=dict)
     # Store files this image's backing chain reads, leaf excluded (image chains).
     backing_chain: tuple[str, ...] = ()
+    hash: str = CONTENT_HASH  # how `sha256` was computed (see virt.contenthash)
+    written: dict[str, int] | None = None  # the file's identity when it was hashed
+
+    def unchanged(self, path: str) -> bool:
+        """True when the file at `path` is still the very file hashed for the record."""
+        return self.written is not None and file_identity(path) == self.written
+
+    def matches_hash(self, path: str) -> bool:
+        """True when the file at `path` holds the recorded content (read and hashed)."""
+        return file_sha256(path, self.hash) == self.sha256
 
 
-def file_sha256(path: str) -> str:
+def file_sha256(path: str, kind: str = CONTENT_HASH) -> str:
+    """The hash of the file's content, computed as `kind` says."""
+    if kind == CONTENT_HASH:
+        return file_content_hash(path)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_identity(path: str) -> dict[str, int]:
+    st = os.stat(path)
+    return {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 class LocalImageStore:
@@ -120,18 +152,44 @@ class LocalImageStore:
         if fmt not in self.allowed_formats:
             raise InvalidParameter(f"format {fmt!r}: use one of {', '.join(self.allowed_formats)}")
         self.refuse_existing(name)
-        stored_fmt = "raw" if fmt == "raw" else "qcow2"
         filename = name + _IMAGE_SUFFIX
         with self.staging("import-" + name) as staging:
+            if fmt == "raw":
+                return self._import_raw(name, path, staging, filename, properties, progress)
             os.mkdir(os.path.join(staging, "source"), 0o700)
             copy = os.path.join(staging, "source", os.path.basename(path) or "image")
             private_copy(path, copy)
             inspected = images.inspect_untrusted(copy, fmt, self.max_virtual_size, self.limits)
-            images.convert(copy, fmt, os.path.join(staging, filename), stored_fmt,
+            images.convert(copy, fmt, os.path.join(staging, filename), "qcow2",
                            progress=progress, untrusted=True)
             remove_quietly(copy)
-            return self.publish(name, staging, stored_fmt, inspected.virtual_size, properties,
+            return self.publish(name, staging, "qcow2", inspected.virtual_size, properties,
                                 [filename])
+
+    def _import_raw(self, name: str, path: str, staging: str, filename: str,
+                    properties: dict[str, str] | None,
+                    progress: images.Progress | None) -> StoredImage:
+        """A raw image is stored as its private copy, hashed while copied, then inspected.
+
+        Rewriting raw into raw would only copy the same bytes again: the copy
+        already never names another file, and it is the file inspected.
+        """
+        copy = os.path.join(staging, filename)
+        digest = ContentHash()
+        private_copy(path, copy, digest)
+        inspected = images.inspect_untrusted(copy, "raw", self.max_virtual_size, self.limits)
+        # qemu sees a raw disk in whole sectors: the stored file is that disk, as
+        # a conversion would have written it (zeros up to the next 512 bytes).
+        padding = inspected.virtual_size - os.path.getsize(copy)
+        if padding > 0:
+            os.truncate(copy, inspected.virtual_size)
+            digest.update_zeros(padding)
+        os.chmod(copy, 0o644)
+        fsync_path(copy)
+        if progress is not None:
+            progress(1.0)
+        return self.publish(name, staging, "raw", inspected.virtual_size, properties,
+                            [filename], sha256=digest.hexdigest())
 
     @contextlib.contextmanager
     def staging(self, label: str) -> Iterator[str]:
@@ -160,12 +218,19 @@ class LocalImageStore:
                                     for p in image.backing_chain))
 
     def publish(self, name: str, staging: str, fmt: str, virtual_size: int,
-                properties: dict[str, str] | None, files: list[str]) -> StoredImage:
+                properties: dict[str, str] | None, files: list[str],
+                sha256: str | None = None) -> StoredImage:
         """Move `files` (names in `staging`, leaf first, its parents after) into the store
-        as image `name`: the record first, which claims the name, then the files."""
+        as image `name`: the record first, which claims the name, then the files.
+
+        sha256: the content hash of files[0] (virt.contenthash), when its
+        writer took it on the way; else it is read and hashed here.
+        """
         check_image_name(name)
+        leaf = os.path.join(staging, files[0])
         record = {"file": files[0], "format": fmt, "virtual_size": virtual_size,
-                  "sha256": file_sha256(os.path.join(staging, files[0])),
+                  "sha256": sha256 or file_sha256(leaf), "hash": CONTENT_HASH,
+                  "written": file_identity(leaf),
                   "properties": dict(properties or {}), "backing_chain": list(files[1:])}
         staged_record = os.path.join(staging, ".record")
         with open(staged_record, "x") as f:
@@ -230,7 +295,8 @@ class LocalImageStore:
             format=record["format"], virtual_size=record["virtual_size"],
             sha256=record["sha256"], properties=record.get("properties", {}),
             backing_chain=tuple(os.path.join(self.directory, f)
-                                for f in record.get("backing_chain", ())))
+                                for f in record.get("backing_chain", ())),
+            hash=record.get("hash", _PLAIN_SHA256), written=record.get("written"))
 
     def scan(self) -> tuple[list[StoredImage], dict[str, VirtError]]:
         """The readable images, and what is wrong with each record that is not."""

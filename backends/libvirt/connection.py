@@ -19,6 +19,7 @@ from typing import TypeVar
 import libvirt
 
 from backends.libvirt.events import EventDispatcher, Listener
+from backends.libvirt.spares import SpareConnections
 from virt.errors import BackendUnavailable
 from virt.events import EventFanout
 
@@ -28,6 +29,7 @@ T = TypeVar("T")
 
 _loop_lock = threading.Lock()
 _loop_started = False
+_loop_thread: threading.Thread | None = None
 
 _FIRST_RETRY_DELAY = 0.25
 
@@ -38,14 +40,16 @@ _DISCONNECT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 
 def start_event_loop() -> None:
     """Register libvirt's default event loop and run it, once per process."""
-    global _loop_started
+    global _loop_started, _loop_thread
     with _loop_lock:
         if _loop_started:
             return
         libvirt.virEventRegisterDefaultImpl()
         # libvirt prints every error on stderr by default; we raise them instead.
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-        threading.Thread(target=_run_event_loop, name="virt-libvirt-loop", daemon=True).start()
+        _loop_thread = threading.Thread(target=_run_event_loop, name="virt-libvirt-loop",
+                                        daemon=True)
+        _loop_thread.start()
         _loop_started = True
 
 
@@ -74,11 +78,12 @@ class Connection:
     call(fn) runs fn(conn); when it fails because the connection died, the
     connection is reopened and fn runs once more, so callers never see a
     daemon restart. fn must therefore look up what it needs from the conn it
-    is given (domain objects do not survive a reconnect).
+    is given (domain objects do not survive a reconnect). A call made while
+    another runs on the shared connection gets a spare one (see spares.py).
     """
 
     def __init__(self, uri: str, keepalive_interval: int = 5, keepalive_count: int = 5,
-                 max_backoff: float = 30, stop_delay: float = 2.0,
+                 max_backoff: float = 30, stop_delay: float = 2.0, max_spares: int = 4,
                  fanout: EventFanout | None = None):
         start_event_loop()
         self.uri = uri
@@ -92,6 +97,8 @@ class Connection:
         self._callback_ids: list[int] = []
         self._resync: list[Callable[[libvirt.virConnect], None]] = []
         self.connect_count = 0
+        self.spares = SpareConnections(uri, max_spares)
+        self._calls = 0  # calls running on the shared connection now
 
     def add_listener(self, callback: Listener) -> None:
         self.events.add_listener(callback)
@@ -119,19 +126,47 @@ class Connection:
             return self._conn
 
     def call(self, fn: Callable[[libvirt.virConnect], T]) -> T:
-        conn = self.get()
+        # Event handling's quick lookups neither take a spare nor count as busy:
+        # a connection opened per event during a spawn would cost more than it saves.
+        handling_events = (threading.current_thread() is _loop_thread
+                           or self.events.is_event_thread())
+        spare = self.spares.take() if self._calls and not handling_events else None
+        if spare is not None:
+            try:
+                result = fn(spare)
+            except libvirt.libvirtError as e:
+                lost = is_disconnect(e) or not _alive(spare)
+                self.spares.give_back(spare, healthy=not lost)
+                if not lost:
+                    raise
+            else:
+                self.spares.give_back(spare)
+                return result
+        with contextlib.nullcontext() if handling_events else self._counted():
+            conn = self.get()
+            try:
+                return fn(conn)
+            except libvirt.libvirtError as e:
+                if not (is_disconnect(e) or not _alive(conn)):
+                    raise
+                LOG.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, e)
+                self._mark_dead(conn)
+            return fn(self.get())
+
+    @contextlib.contextmanager
+    def _counted(self):
+        with self._lock:
+            self._calls += 1
         try:
-            return fn(conn)
-        except libvirt.libvirtError as e:
-            if not (is_disconnect(e) or not _alive(conn)):
-                raise
-            LOG.warning("libvirt connection to %s lost (%s); reconnecting", self.uri, e)
-            self._mark_dead(conn)
-        return fn(self.get())
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
 
     def close(self) -> None:
         with self._lock:
             self._drop()
+        self.spares.close()
 
     def _usable(self) -> bool:
         return self._conn is not None and not self._dead and _alive(self._conn)

@@ -54,6 +54,10 @@ class EventDispatcher:
         self._queue: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    def is_event_thread(self) -> bool:
+        """Whether the caller is this dispatcher's delivery thread (a listener)."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def add_listener(self, callback: Listener) -> None:
         self.fanout.add_listener(callback)
 

@@ -19,9 +19,9 @@ from tests.support.faults import report, sha256s
 from tests.support.guests import SYSTEM_URI
 
 BOOT_STEPS = [
-    "qemu-img convert before",  # fetching the base into the cache
-    "qemu-img convert after",  # the base is complete, not yet renamed
     "qemu-img create after",  # the instance's overlay is complete, not yet renamed
+    "py virt.imagecache:os.link",  # the overlay exists, the raw base is being linked
+    "py virt.imagecache:ImageCache._write_users",  # base and overlay exist, user not recorded
     "py backends.libvirt.driver:LibvirtDriver._wait_for",  # defined and started
 ]
 SNAPSHOT_STEPS = [  # (where, extra snapshot arguments)

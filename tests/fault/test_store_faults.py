@@ -17,6 +17,11 @@ IMPORT_STEPS = [
     "py virt.imagestore:LocalImageStore.publish",
     "py virt.imagestore:os.rename",  # the record is linked, the image not yet moved
 ]
+RAW_IMPORT_STEPS = [
+    "qemu-img info before",  # the private copy is complete and hashed, inspection runs
+    "py virt.imagestore:LocalImageStore.publish",  # inspected and synced, no record yet
+    "py virt.imagestore:os.rename",  # the record is linked, the image not yet moved
+]
 EXPORT_STEPS = [
     "qemu-img info before",  # reading the chain
     "py virt.chain:_write_tarball",  # links staged, the output temporary open
@@ -62,6 +67,16 @@ def test_import_killed_at_every_step_leaves_nothing(bed, kept, tmp_path, step):
     bed.kill_at(step, "image", "import", "victim", src, "--format", "qcow2")
     check_recovered(bed, step, kept)
     bed.cli("image", "import", "victim", src, "--format", "qcow2")  # the name is free
+
+
+@pytest.mark.parametrize("step", RAW_IMPORT_STEPS)
+def test_raw_import_killed_at_every_step_leaves_nothing(bed, kept, tmp_path, step):
+    src = str(tmp_path / "upload.raw")
+    images.create_image("raw", src, "64M")
+    qemu_io(src, "raw", "write -P 0x33 8M 8M")
+    bed.kill_at(step, "image", "import", "victim", src, "--format", "raw")
+    check_recovered(bed, step, kept)
+    bed.cli("image", "import", "victim", src, "--format", "raw")  # the name is free
 
 
 @pytest.mark.parametrize("step", EXPORT_STEPS)
