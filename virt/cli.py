@@ -22,6 +22,7 @@ from dataclasses import asdict, is_dataclass
 from oslo_config import cfg
 
 from virt import forwards, images, seed
+from virt.cli_resize import add_max_arguments, add_resize_parser, do_resize, max_params
 from virt.cli_seed import add_seed_arguments, seed_from_args
 from virt.conf import make_conf
 from virt.driver import ComputeDriver, load_driver
@@ -221,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the document the backend would use and create nothing")
     add_seed_arguments(p)
+    add_max_arguments(p)
+    add_resize_parser(sub)
 
     p = sub.add_parser("ssh", help="ssh to the guest (forwarded port, else its address)")
     p.add_argument("name")
@@ -350,7 +353,7 @@ class Commands:
     # instances
     def _instance_from_args(self) -> Instance:
         a = self.args
-        params = dict(one_key_value(p, "--param") for p in a.param)
+        params = dict(one_key_value(p, "--param") for p in a.param) | max_params(a)
         # Relative to where the user stands; the driver checks the directory is allowed.
         for key, value in (("kernel_path", a.kernel), ("initrd_path", a.initrd),
                            ("cdrom_image_path", a.cdrom)):
@@ -489,6 +492,8 @@ class Commands:
                 "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
                       image=a.image_name, consistency=consistency)
+
+    do_resize = do_resize
 
     def do_volume_attach(self) -> None:
         a = self.args

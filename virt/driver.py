@@ -29,6 +29,7 @@ from virt.validation import (
     check_nic,
     check_nics,
     check_optional_callable,
+    check_optional_count,
     check_optional_int,
     check_optional_text,
     check_text,
@@ -61,6 +62,9 @@ ARGUMENT_CHECKS: dict[str, Callable[[object, str], object]] = {
     "timeout": check_optional_int,
     "progress": check_optional_callable,
     "callback": check_callable,
+    "root_gb": check_optional_count,
+    "vcpus": check_optional_count,
+    "memory_mb": check_optional_count,
 }
 
 
@@ -226,6 +230,16 @@ class ComputeDriver(abc.ABC):
         """Remove the NIC with `mac`, waiting up to `timeout` s for the guest."""
         raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
 
+    def resize(self, instance: Instance, root_gb: int | None = None, vcpus: int | None = None,
+               memory_mb: int | None = None) -> None:
+        """Grow the root disk to root_gb GiB and set vCPUs and memory (None: unchanged).
+
+        A running guest is resized live up to the maximums it booted with
+        (params max_vcpus, max_memory_mb), a shut-off one up to what the host
+        has; shrinking the disk is refused.
+        """
+        raise NotSupported(f"backend {self.name}: instances cannot be resized here")
+
     @abc.abstractmethod
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         """callback(instance_name, event) with event one of PowerState values."""
@@ -235,7 +249,8 @@ class ComputeDriver(abc.ABC):
 CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
     if getattr(member, "__isabstractmethod__", False)),
-    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses")
+    "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses",
+    "resize")
 
 
 class _InstalledBackends:

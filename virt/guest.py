@@ -95,6 +95,12 @@ def _listen_address(value: str, field: str) -> str:
         ) from None
 
 
+def _count(value: str, field: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1 << 20:
+        raise InvalidParameter(f"{field} {value!r}: use a whole number from 1 to {1 << 20}")
+    return int(value)
+
+
 def _vnc_password(value: str, field: str) -> str:
     if not is_vnc_password(value):
         raise InvalidParameter(f"{field}: {VNC_PASSWORD_RULE}")
@@ -128,6 +134,9 @@ PARAMS: dict[str, Param] = {p.key: p for p in (
     Param("pae", _boolean, "Xen HVM: PAE (default true)"),
     Param("disk_cache", _choice(DISK_CACHE_MODES), "disk cache mode"),
     Param("disk_io", _choice(DISK_IO_MODES), "disk I/O mode"),
+    Param("max_vcpus", _count, "vCPUs a live resize may reach (default: the flavor's)"),
+    Param("max_memory_mb", _count,
+          "memory in MiB a live resize may reach, through the balloon (default: the flavor's)"),
 )}
 
 
@@ -288,6 +297,19 @@ def _graphics(shape: _Shape, instance: Instance, params: dict[str, object]) -> l
     return [Input(type="tablet", bus="usb"), graphics, Video(model="cirrus")]
 
 
+def _maximums(flavor, params: dict[str, object]) -> tuple[int, int]:
+    """(vCPUs, MiB) the guest boots able to reach live: the params', at least the flavor's."""
+    max_vcpus = params.get("max_vcpus", flavor.vcpus)
+    max_memory_mb = params.get("max_memory_mb", flavor.memory_mb)
+    if max_vcpus < flavor.vcpus:
+        raise InvalidParameter(f"params['max_vcpus'] {max_vcpus}: below the flavor's "
+                               f"{flavor.vcpus} vCPUs; give at least {flavor.vcpus}")
+    if max_memory_mb < flavor.memory_mb:
+        raise InvalidParameter(f"params['max_memory_mb'] {max_memory_mb}: below the flavor's "
+                               f"{flavor.memory_mb} MiB; give at least {flavor.memory_mb}")
+    return max_vcpus, max_memory_mb
+
+
 def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequence[NIC],
                  virt_type: str, hypervisor_version: int, *, arch: str = "x86_64",
                  machine: str | None = None, console_log: str | None = None,
@@ -339,10 +361,11 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
         features = Features(acpi=params.get("acpi", True), apic=params.get("apic", True),
                             pae=params.get("pae", True) if shape.xen_hvm else False)
     flavor = instance.flavor
-    memory_kib = flavor.memory_mb * 1024
+    max_vcpus, max_memory_mb = _maximums(flavor, params)
     return Domain(
         type=virt_type, name=instance.name, uuid=instance.uuid,
-        memory_kib=memory_kib, current_memory_kib=memory_kib, vcpus=flavor.vcpus,
+        memory_kib=max_memory_mb * 1024, current_memory_kib=flavor.memory_mb * 1024,
+        vcpus=max_vcpus, vcpu_current=flavor.vcpus if max_vcpus > flavor.vcpus else None,
         os=os_,
         bootloader=params.get("bootloader") if shape.xen_pv else None,
         bootloader_args=params.get("bootloader_args") if shape.xen_pv else None,

@@ -32,7 +32,15 @@ from typing import TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import guestinfo, hotplug, livesnapshot, migration, usernet, volumes
+from backends.libvirt import (
+    guestinfo,
+    hotplug,
+    livesnapshot,
+    migration,
+    resize,
+    usernet,
+    volumes,
+)
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import forwards, images, seed
 from virt.bootfiles import resolve_boot_files
@@ -759,6 +767,46 @@ class LibvirtDriver(ComputeDriver):
                                 f"NIC {mac}", timeout)
         call("detach a NIC from",
              lambda dom: dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    # -- resize (see backends/libvirt/resize.py) ----------------------------
+
+    def resize(self, instance: Instance, root_gb: int | None = None, vcpus: int | None = None,
+               memory_mb: int | None = None) -> None:
+        """Grow the root disk, set vCPUs and memory: a running guest within the maximums
+        it booted with, a shut-off one within the host."""
+        self._check_name(instance)
+        name = instance.name
+        if self._state(name) is PowerState.SUSPENDED:
+            raise InvalidState(f"cannot resize instance {name!r} while it is suspended (its "
+                               "saved memory has the old size): resume or power it off first")
+        domain = self._definition(name, secure=True)
+        root = resize.root_disk(domain)
+        live = self._is_live(name)
+
+        def call(action, fn):
+            return self._with_domain(name, action, fn)
+        disk_bytes = resize.live_disk_bytes(call, root) if live else \
+            images.get_disk_size(root.source, root.driver_type or "raw")
+        request = resize.Request(root_gb, vcpus, memory_mb)
+        old = domain.metadata.flavor
+        new = resize.check(request, old, disk_bytes, resize.bounds(
+            domain, self.get_host_info(), self.store.max_virtual_size), live)
+        grow = resize.grow_to(request, disk_bytes)
+        xml = resize.persistent_definition(domain, new).to_xml()
+
+        def persist():
+            self._call("define", name, lambda conn: conn.defineXML(xml))
+            if live:  # the live metadata too, for readers of the running definition
+                meta = resize.unqualified_metadata(domain)
+                call("record the size of", lambda dom: dom.setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, meta, "vd", METADATA_NS,
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        if live:
+            resize.resize_live(call, old, new, root, grow, persist)
+            return
+        if grow is not None:
+            resize.grow_overlay(root.source, root.driver_type or "raw", grow, self.store.limits)
+        persist()
 
     def _is_live(self, name: str) -> bool:
         return self._state(name) in (PowerState.RUNNING, PowerState.PAUSED)
