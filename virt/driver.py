@@ -230,6 +230,7 @@ class ComputeDriver(abc.ABC):
         """Remove the NIC with `mac`, waiting up to `timeout` s for the guest."""
         raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
 
+    @checked_at_the_boundary
     def resize(self, instance: Instance, root_gb: int | None = None, vcpus: int | None = None,
                memory_mb: int | None = None) -> None:
         """Grow the root disk to root_gb GiB and set vCPUs and memory (None: unchanged).
