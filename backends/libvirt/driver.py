@@ -31,8 +31,10 @@ from typing import TypeVar
 
 import libvirt
 from lxml import etree
+from oslo_concurrency import lockutils
 
 from backends.libvirt import (
+    blockvolumes,
     guestinfo,
     hotplug,
     livesnapshot,
@@ -701,8 +703,11 @@ class LibvirtDriver(ComputeDriver):
         domain = self._definition(instance.name)
         directory = os.path.join(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
-        path = volumes.volume_file(directory)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        if blockvolumes.is_device_path(volume):
+            self._attach_block_volume(instance.name, volume, fmt, target, live)
+            return target
+        path = volumes.volume_file(directory)
         with held_staging_dir(directory, "volume-" + target) as staging:
             try:
                 copy = volumes.make_copy(self.store, volume, fmt, staging)
@@ -726,12 +731,29 @@ class LibvirtDriver(ComputeDriver):
         self._check_name(instance)
         domain = self._definition(instance.name)
         directory = os.path.join(self.owner, domain.metadata.instance_uuid)
-        disk = volumes.attached_volume(domain, directory, device)
+        allowed = self.conf.volume_block_devices
+        disk = next((d for d in domain.devices_of(Disk) if d.target_dev == device
+                     and blockvolumes.is_block_volume(d, allowed)), None) \
+            or volumes.attached_volume(domain, directory, device)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
                        lambda fn: self._call("watch", instance.name, fn),
                        instance.name, disk, live, timeout)
-        remove_quietly(disk.source)
+        if disk.type == "file":  # the guest's own copy; a host device stays as it is
+            remove_quietly(disk.source)
+
+    def _attach_block_volume(self, name: str, volume: str, fmt: str | None, target: str,
+                             live: bool) -> None:
+        """Give the guest an allowed host block device that no one else uses."""
+        device = blockvolumes.allowed_device(volume, self.conf.volume_block_devices, fmt)
+        # one check and attach at a time on this host: two guests never get one device
+        with lockutils.lock("virt-driver-block-volumes", external=True,
+                            lock_path=self.conf.oslo_concurrency.lock_path
+                            or self.conf.lock_path):
+            self._call("check the users of", volume,
+                       lambda conn: blockvolumes.refuse_if_in_use(conn, device))
+            volumes.attach(lambda action, fn: self._with_domain(name, action, fn),
+                           blockvolumes.disk_for(device, target, "virtio"), live)
 
     def attach_interface(self, instance: Instance, nic: NIC) -> None:
         self._check_name(instance)
