@@ -69,8 +69,7 @@ def refuse_if_in_use(conn: libvirt.virConnect, device: str) -> None:
 
 def disk_for(device: str, target: str, bus: str) -> Disk:
     return Disk(type="block", device="disk", source=device, target_dev=target,
-                target_bus=bus, driver_name="qemu", driver_type="raw", driver_cache="none",
-                driver_io="native")
+                target_bus=bus, driver_name="qemu", driver_type="raw")
 
 
 def is_block_volume(disk: Disk, allowed: list[str]) -> bool:
