@@ -255,3 +255,39 @@ def remove_domain(conn: libvirt.virConnect, name: str) -> None:
         dom.undefine()
     except libvirt.libvirtError:
         pass
+
+
+# -- a driver whose guests are demo guests -------------------------------------
+
+def demo_driver(state_path: str, uri: str, demo_guest: DemoGuest, prefix: str,
+                **options) -> Iterator:
+    """For a fixture to `yield from`: a LibvirtDriver with the demo disk as image "demo";
+    afterwards the guests named `prefix`... are destroyed (other tests' guests share
+    libvirtd). `options` are more make_conf overrides."""
+    from backends.libvirt.driver import LibvirtDriver
+    from virt.conf import make_conf
+    from virt.imagestore import LocalImageStore
+    conf = make_conf(virt_type="qemu", state_path=state_path,
+                     boot_file_dirs=[str(DEMO_GUEST_DIR)], libvirt__connection_uri=uri,
+                     libvirt__shutdown_timeout=0, **options)
+    LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
+                                                 {"arch": "x86_64"})
+    driver = LibvirtDriver(conf)
+    yield driver
+    for name in driver.list_instances():
+        if name.startswith(prefix):
+            driver.destroy(driver.get_instance(name))
+    driver.close()
+
+
+def spawn_demo_guest(driver, demo_guest: DemoGuest, name: str, flavor, **params):
+    """(instance, console log path) of a demo guest spawned and waiting ("ready")."""
+    from virt.objects import Instance
+    instance = Instance(name=name, flavor=flavor, image="demo",
+                        params={"kernel_path": demo_guest.kernel,
+                                "initrd_path": demo_guest.initrd,
+                                "kernel_args": demo_guest.cmdline(), **params})
+    driver.spawn(instance, "demo")
+    console = os.path.join(driver.conf.instances_path, instance.uuid, "console.log")
+    wait_for_console(console, "ready")
+    return instance, console

@@ -12,16 +12,14 @@ import subprocess
 
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
 from tests.functional.conftest import (
-    DEMO_GUEST_DIR,
+    demo_driver,
     read_disk_marker,
+    spawn_demo_guest,
     wait_for_console,
 )
-from virt.conf import make_conf
 from virt.errors import InvalidParameter, InvalidState
-from virt.imagestore import LocalImageStore
-from virt.objects import Flavor, Instance
+from virt.objects import Flavor
 
 FLAVOR = Flavor(memory_mb=128, vcpus=1, root_gb=1, name="rz")
 PREFIX = "rz-blk-"
@@ -47,28 +45,12 @@ def loops(tmp_path):
 
 @pytest.fixture
 def driver(tmp_path, libvirt_daemons, demo_guest, loops):
-    conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "state"),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)], volume_block_devices=[loops[0][0]],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=0)
-    LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
-                                                 {"arch": "x86_64"})
-    driver = LibvirtDriver(conf)
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith(PREFIX):  # other tests' guests share this libvirtd
-            driver.destroy(driver.get_instance(name))
-    driver.close()
+    yield from demo_driver(str(tmp_path / "state"), libvirt_daemons, demo_guest, PREFIX,
+                           volume_block_devices=[loops[0][0]])
 
 
-def _guest(driver, demo_guest, suffix):
-    instance = Instance(name=PREFIX + suffix, flavor=FLAVOR, image="demo",
-                        params={"kernel_path": demo_guest.kernel,
-                                "initrd_path": demo_guest.initrd,
-                                "kernel_args": demo_guest.cmdline()})
-    driver.spawn(instance, "demo")
-    console = os.path.join(driver.conf.instances_path, instance.uuid, "console.log")
-    wait_for_console(console, "ready")
-    return instance, console
+def _guest(driver, demo_guest, suffix, **params):
+    return spawn_demo_guest(driver, demo_guest, PREFIX + suffix, FLAVOR, **params)
 
 
 def test_an_allowed_device_serves_one_guest_and_stays_after_detach(

@@ -7,6 +7,7 @@ the file systems writable right after).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import libvirt_qemu
@@ -25,6 +26,22 @@ def _ssh_int(guest: Guest, command: str) -> int:
     result = guest.ssh(command)
     assert result.returncode == 0, result.stderr
     return int(result.stdout.split()[0])
+
+
+def _wait_for_ssh(guest: Guest, timeout: float = 1200.0) -> None:
+    """Like Guest.wait_for_ssh, with room for a host busy with other guests."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if guest.ssh("true", timeout=30).returncode == 0:
+                return
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            console = guest.driver.get_console_output(guest.instance)[-3000:]
+            pytest.fail(f"no SSH within {timeout:.0f}s; console ends:\n{console}",
+                        pytrace=False)
+        time.sleep(3)
 
 
 def _until(read, wanted, what: str, timeout: float = 120.0):
@@ -54,7 +71,7 @@ def test_the_debian_guest_sees_a_live_resize_and_is_thawed_after_a_live_snapshot
     guest = Guest(driver, instance, key, port)
     try:
         driver.spawn(instance, "debian12")
-        guest.wait_for_ssh()
+        _wait_for_ssh(guest)
         assert _ssh_int(guest, "nproc") == 1
         assert _ssh_int(guest, "lsblk -bndo SIZE /dev/vda") == 4 * GIB
         mem_before = _ssh_int(guest, "awk '/^MemTotal/ {print $2}' /proc/meminfo")

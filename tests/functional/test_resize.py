@@ -12,13 +12,16 @@ import time
 
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
-from tests.functional.conftest import DEMO_GUEST_DIR, console_lines, wait_for_console
+from tests.functional.conftest import (
+    DEMO_GUEST_DIR,
+    console_lines,
+    demo_driver,
+    spawn_demo_guest,
+    wait_for_console,
+)
 from virt.cli import main
-from virt.conf import make_conf
 from virt.errors import InvalidParameter
-from virt.imagestore import LocalImageStore
-from virt.objects import Flavor, Instance
+from virt.objects import Flavor
 
 GIB = 1 << 30
 FLAVOR = Flavor(memory_mb=128, vcpus=1, root_gb=1, name="rz")
@@ -27,28 +30,11 @@ PREFIX = "rz-"
 
 @pytest.fixture
 def driver(tmp_path, libvirt_daemons, demo_guest):
-    conf = make_conf(virt_type="qemu", state_path=str(tmp_path / "state"),
-                     boot_file_dirs=[str(DEMO_GUEST_DIR)],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=0)
-    LocalImageStore.from_conf(conf).import_image("demo", demo_guest.disk, "raw",
-                                                 {"arch": "x86_64"})
-    driver = LibvirtDriver(conf)
-    yield driver
-    for name in driver.list_instances():
-        if name.startswith(PREFIX):  # other tests' guests share this libvirtd
-            driver.destroy(driver.get_instance(name))
-    driver.close()
+    yield from demo_driver(str(tmp_path / "state"), libvirt_daemons, demo_guest, PREFIX)
 
 
 def _guest(driver, demo_guest, suffix, **params):
-    instance = Instance(name=PREFIX + suffix, flavor=FLAVOR, image="demo",
-                        params={"kernel_path": demo_guest.kernel,
-                                "initrd_path": demo_guest.initrd,
-                                "kernel_args": demo_guest.cmdline(), **params})
-    driver.spawn(instance, "demo")
-    console = os.path.join(driver.conf.instances_path, instance.uuid, "console.log")
-    wait_for_console(console, "ready")
-    return instance, console
+    return spawn_demo_guest(driver, demo_guest, PREFIX + suffix, FLAVOR, **params)
 
 
 def _boot_report(lines: list[str], boot: int) -> dict[str, str]:
