@@ -96,7 +96,7 @@ def _listen_address(value: str, field: str) -> str:
 
 
 def _count(value: str, field: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1 << 20:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 1 << 20:
         raise InvalidParameter(f"{field} {value!r}: use a whole number from 1 to {1 << 20}")
     return int(value)
 

@@ -135,3 +135,8 @@ def test_the_boot_maximums_are_the_domain_sizes_and_the_flavor_its_current_ones(
     domain = _domain(FLAVOR, max_vcpus="4", max_memory_mb="2048")
     assert (domain.vcpus, domain.vcpu_current) == (4, 1)
     assert (domain.memory_kib, domain.current_memory_kib) == (2048 << 10, 512 << 10)
+
+
+def test_a_boot_maximum_that_is_no_plain_number_is_refused():
+    with pytest.raises(InvalidParameter, match=r"params\['max_vcpus'\] '²'"):
+        _domain(FLAVOR, max_vcpus="²")  # a digit to str.isdigit, not to int()
