@@ -36,6 +36,7 @@ SYSTEM_URI = "qemu:///system"
 
 # generous: TCG on a busy two-core CI machine
 BOOT_TIMEOUT = 120.0
+BUSY_BOOT_TIMEOUT = 360.0  # several helpers' guests and test runs on two cores
 SHUTOFF_TIMEOUT = 60.0
 
 # the guest's /init writes one 512-byte marker block here on /dev/vda
@@ -281,7 +282,8 @@ def demo_driver(state_path: str, uri: str, demo_guest: DemoGuest, prefix: str,
 
 
 def spawn_demo_guest(driver, demo_guest: DemoGuest, name: str, flavor, **params):
-    """(instance, console log path) of a demo guest spawned and waiting ("ready")."""
+    """(instance, console log path) of a demo guest spawned and waiting ("ready"); a boot
+    may take BUSY_BOOT_TIMEOUT when other guests share the host."""
     from virt.objects import Instance
     instance = Instance(name=name, flavor=flavor, image="demo",
                         params={"kernel_path": demo_guest.kernel,
@@ -289,5 +291,5 @@ def spawn_demo_guest(driver, demo_guest: DemoGuest, name: str, flavor, **params)
                                 "kernel_args": demo_guest.cmdline(), **params})
     driver.spawn(instance, "demo")
     console = os.path.join(driver.conf.instances_path, instance.uuid, "console.log")
-    wait_for_console(console, "ready")
+    wait_for_console(console, "ready", timeout=BUSY_BOOT_TIMEOUT)
     return instance, console

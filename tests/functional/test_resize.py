@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.functional.conftest import (
+    BUSY_BOOT_TIMEOUT,
     DEMO_GUEST_DIR,
     console_lines,
     demo_driver,
@@ -77,13 +78,13 @@ def test_cold_resize_is_seen_at_the_next_boot_and_kept_by_a_hard_reboot(driver, 
     with pytest.raises(InvalidParameter, match="the root disk has 2 GiB and shrinking it"):
         driver.resize(instance, root_gb=1)
     driver.power_on(instance)
-    lines = wait_for_console(console, "ready", count=2)
+    lines = wait_for_console(console, "ready", count=2, timeout=BUSY_BOOT_TIMEOUT)
     first, second = _boot_report(lines, 1), _boot_report(lines, 2)
     assert (first["cpus"], second["cpus"]) == ("1", "2")
     assert int(second["mem_kb"]) - int(first["mem_kb"]) > 100 * 1024  # 128 MiB more
     assert lines.count(f"disk=vda bytes={2 * GIB}") == 1
     driver.reboot(instance, hard=True)  # the domain defined again from its metadata
-    lines = wait_for_console(console, "ready", count=3)
+    lines = wait_for_console(console, "ready", count=3, timeout=BUSY_BOOT_TIMEOUT)
     assert _boot_report(lines, 3) == second
     assert lines.count(f"disk=vda bytes={2 * GIB}") == 2
 
