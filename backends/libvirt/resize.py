@@ -1,9 +1,10 @@
 """Resizing a guest: its root disk grown, its vCPUs and memory changed.
 
 Live (running or paused guest): QEMU grows the root overlay it holds open
-(libvirt's block resize), vCPUs are plugged in or out and memory moves
-with the balloon, each up to the maximum the guest booted with (params
-max_vcpus and max_memory_mb, see virt/guest.py). Cold (shut off): the
+(libvirt's block resize), vCPUs are plugged in or out (and brought online
+by the guest agent when it answers) and memory moves with the balloon,
+each up to the maximum the guest booted with (params max_vcpus and
+max_memory_mb, see virt/guest.py). Cold (shut off): the
 overlay is grown by qemu-img under process limits on a held copy that
 replaces it atomically, and vCPUs and memory take any value the host has
 (a maximum below the new value rises with it). Either way the persistent
@@ -191,6 +192,8 @@ def resize_live(call: DomainCall, old: Flavor, new: Flavor, root: Disk,
             if undo is not None:
                 done.append((action, undo))
         persist()
+        if new.vcpus > old.vcpus:
+            _online_in_guest(call, new.vcpus)
     except BaseException:
         for action, undo in reversed(done):
             try:
@@ -198,6 +201,17 @@ def resize_live(call: DomainCall, old: Flavor, new: Flavor, root: Disk,
             except VirtError as e:  # keep undoing: the others still matter
                 LOG.error("could not take back the live change (%s): %s", action, e)
         raise
+
+
+def _online_in_guest(call: DomainCall, vcpus: int) -> None:
+    """Ask the guest agent to bring hot-added vCPUs online (many guests have no udev rule
+    for it); without an agent the guest's admin does it."""
+    try:
+        call("bring the vCPUs online in", lambda dom: dom.setVcpusFlags(
+            vcpus, libvirt.VIR_DOMAIN_VCPU_GUEST))
+    except VirtError as e:
+        LOG.info("the guest agent did not bring the new vCPUs online (%s): the guest "
+                 "or its admin does", e)
 
 
 def live_disk_bytes(call: DomainCall, root: Disk) -> int:
