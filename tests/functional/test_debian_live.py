@@ -98,6 +98,6 @@ def test_the_debian_guest_sees_a_live_resize_and_is_thawed_after_a_live_snapshot
             libvirt_qemu.qemuAgentCommand(dom, '{"execute": "guest-fsfreeze-status"}', 30, 0)))
         assert status == {"return": "thawed"}
         assert guest.ssh("echo after > ~/after-snapshot && sync && cat ~/after-snapshot",
-                         timeout=30).stdout.strip() == "after"
+                         timeout=180).stdout.strip() == "after"
     finally:
         driver.destroy(instance)
