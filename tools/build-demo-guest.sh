@@ -22,6 +22,7 @@ disk_size=16M
 modules=(
     virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci
     virtio_blk failover net_failover virtio_net
+    virtio_balloon  # memory resized live within the boot's maximum
     button evdev    # ACPI power button as an input device, for acpid
 )
 

@@ -19,6 +19,7 @@ from dataclasses import is_dataclass
 from typing import TYPE_CHECKING
 
 from virt.cli_output import Output, ProgressBar, plain, print_fields, print_table
+from virt.cli_resize import add_max_arguments, add_resize_arguments, do_resize, max_params
 from virt.cli_seed import add_seed_arguments, seed_from_args
 from virt.errors import InstanceNotFound, InvalidConfig, InvalidState, VirtError
 from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
@@ -169,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true",
                    help="print the document the backend would use and create nothing")
     add_seed_arguments(p)
+    add_max_arguments(p)
+    add_resize_arguments(command(
+        sub, "resize", do_resize, help="grow the root disk, set vCPUs and memory (live within "
+        "the maximums given at boot, else power the guest off first)"))
 
     p = command(sub, "ssh", Commands.do_ssh,
                 help="ssh to the guest (forwarded port, else its address)")
@@ -310,7 +315,7 @@ class Commands:
     def _instance_from_args(self) -> Instance:
         from virt import forwards
         a = self.args
-        params = dict(one_key_value(p, "--param") for p in a.param)
+        params = dict(one_key_value(p, "--param") for p in a.param) | max_params(a)
         # Relative to where the user stands; the driver checks the directory is allowed.
         for key, value in (("kernel_path", a.kernel), ("initrd_path", a.initrd),
                            ("cdrom_image_path", a.cdrom)):

@@ -46,6 +46,11 @@ DEFAULT_OPTS = [
                 help="The only programs instances may name as their Xen PV bootloader "
                      "(param bootloader), compared after resolving links; each runs in "
                      "dom0 as root. Empty: no instance may use a bootloader."),
+    cfg.ListOpt("volume_block_devices", default=[],
+                help="Host block devices (e.g. /dev/loop7, /dev/disk/by-id/...) that "
+                     "instances may get as volumes, compared after resolving links; each "
+                     "serves one guest at a time. Empty: volumes are files and store "
+                     "images only."),
     cfg.StrOpt("log_file", default="$state_path/log/virt-driver.log",
                help="Where the CLI logs warnings (and, with --debug, everything); "
                     "empty logs to syslog. Stderr carries only the one-line error."),

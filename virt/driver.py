@@ -41,6 +41,7 @@ from virt.validation import (
     check_nic,
     check_nics,
     check_optional_callable,
+    check_optional_count,
     check_optional_int,
     check_optional_text,
     check_text,
@@ -73,6 +74,9 @@ ARGUMENT_CHECKS: dict[str, Callable[[Any, str], object]] = {
     "timeout": check_optional_int,
     "progress": check_optional_callable,
     "callback": check_callable,
+    "root_gb": check_optional_count,
+    "vcpus": check_optional_count,
+    "memory_mb": check_optional_count,
 }
 
 
@@ -285,6 +289,17 @@ class ComputeDriver(abc.ABC):
         raise NotSupported(f"backend {self.name}: NICs cannot be detached here")
 
     @checked_at_the_boundary
+    def resize(self, instance: Instance, root_gb: int | None = None, vcpus: int | None = None,
+               memory_mb: int | None = None) -> None:
+        """Grow the root disk to root_gb GiB and set vCPUs and memory (None: unchanged).
+
+        A running guest is resized live up to the maximums it booted with
+        (params max_vcpus, max_memory_mb), a shut-off one up to what the host
+        has; shrinking the disk is refused.
+        """
+        raise NotSupported(f"backend {self.name}: instances cannot be resized here")
+
+    @checked_at_the_boundary
     def register_event_listener(self, callback: Listener) -> None:
         """callback(instance_name, event) with event one of PowerState values.
 
@@ -298,7 +313,8 @@ CONTRACT_METHODS = (*(
     name for name, member in vars(ComputeDriver).items()
     if getattr(member, "__isabstractmethod__", False)),
     "attach_volume", "detach_volume", "attach_interface", "detach_interface", "get_addresses",
-    "register_event_listener", "list_summaries", "instance_files", "all_instance_files")
+    "register_event_listener", "list_summaries", "instance_files", "all_instance_files",
+    "resize")
 
 
 class _InstalledBackends:

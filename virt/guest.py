@@ -69,7 +69,7 @@ SUPPORT: contract.Support = {
     **dict.fromkeys(("kernel_image", "initrd_image", "kernel_path", "initrd_path",
                      "kernel_args", "vnc_bind_address", "vnc_password", "use_localtime",
                      "disk_cache", "disk_io", "user_forwards", "on_poweroff", "on_reboot",
-                     "on_crash"), contract.BOTH),
+                     "on_crash", "max_vcpus", "max_memory_mb"), contract.BOTH),
     **dict.fromkeys(("bootloader", "bootloader_args"), contract.PV),
     **dict.fromkeys(("boot_order", "cdrom_image", "cdrom_image_path", "acpi", "apic", "pae"),
                     contract.HVM),
@@ -80,6 +80,7 @@ _CONVERT: dict[str, Callable[[str], object]] = {
     "boot_order": lambda value: [BOOT_LETTERS[letter] for letter in value],
     "vnc_bind_address": lambda value: str(ipaddress.ip_address(value)),
     **dict.fromkeys(("use_localtime", "acpi", "apic", "pae"), contract.as_bool),
+    **dict.fromkeys(("max_vcpus", "max_memory_mb"), int),
 }
 
 
@@ -289,6 +290,19 @@ def _graphics(shape: _Shape, instance: Instance, params: Params) -> list[Device]
     return [Input(type="tablet", bus="usb"), graphics, Video(model="cirrus")]
 
 
+def _maximums(flavor, params: Params) -> tuple[int, int]:
+    """(vCPUs, MiB) the guest boots able to reach live: the params', at least the flavor's."""
+    max_vcpus = params.get("max_vcpus", flavor.vcpus)
+    max_memory_mb = params.get("max_memory_mb", flavor.memory_mb)
+    if max_vcpus < flavor.vcpus:
+        raise InvalidParameter(f"params['max_vcpus'] {max_vcpus}: below the flavor's "
+                               f"{flavor.vcpus} vCPUs; give at least {flavor.vcpus}")
+    if max_memory_mb < flavor.memory_mb:
+        raise InvalidParameter(f"params['max_memory_mb'] {max_memory_mb}: below the flavor's "
+                               f"{flavor.memory_mb} MiB; give at least {flavor.memory_mb}")
+    return max_vcpus, max_memory_mb
+
+
 def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequence[NIC],
                  virt_type: str, hypervisor_version: int, *, arch: str = "x86_64",
                  machine: str | None = None, console_log: str | None = None,
@@ -341,10 +355,11 @@ def build_domain(instance: Instance, disks: Sequence[BlockDevice], nics: Sequenc
         features = Features(acpi=params["acpi"], apic=params["apic"],
                             pae=params["pae"] if shape.xen_hvm else False)
     flavor = instance.flavor
-    memory_kib = flavor.memory_mb * 1024
+    max_vcpus, max_memory_mb = _maximums(flavor, params)
     return Domain(
         type=virt_type, name=instance.name, uuid=instance.uuid,
-        memory_kib=memory_kib, current_memory_kib=memory_kib, vcpus=flavor.vcpus,
+        memory_kib=max_memory_mb * 1024, current_memory_kib=flavor.memory_mb * 1024,
+        vcpus=max_vcpus, vcpu_current=flavor.vcpus if max_vcpus > flavor.vcpus else None,
         os=os_,
         bootloader=params.get("bootloader") if shape.xen_pv else None,
         bootloader_args=params.get("bootloader_args") if shape.xen_pv else None,

@@ -53,9 +53,9 @@ class InstanceFiles:
     def seed_record(self) -> str:
         return os.path.join(self.directory, SEED_RECORD_FILE)
 
-    def new_volume(self) -> str:
+    def new_volume(self, fmt: str = "qcow2") -> str:
         """A new volume's file: named once, as a hard reboot may give its disk another target."""
-        return os.path.join(self.directory, f"{VOLUME_PREFIX}{uuidlib.uuid4().hex[:12]}.qcow2")
+        return os.path.join(self.directory, f"{VOLUME_PREFIX}{uuidlib.uuid4().hex[:12]}.{fmt}")
 
     def is_volume(self, path: str) -> bool:
         """Whether `path` is one of this instance's volume copies (by file, not target)."""

@@ -98,6 +98,8 @@ IMAGE = Check(lambda v: bool(_IMAGE.fullmatch(v)), "use the name of an image in 
 VNC_PASSWORD = Check(is_vnc_password, VNC_PASSWORD_RULE)
 BOOT_ORDER = Check(_is_boot_order, "use one or more of a, c, d, n (floppy, disk, cdrom, "
                                    "network), each at most once")
+COUNT = Check(lambda v: v.isascii() and v.isdigit() and 1 <= int(v) <= 1 << 20,
+              f"use a whole number from 1 to {1 << 20}")
 CPU_MASK = Check(lambda v: bool(_CPU_MASK.fullmatch(v)),
                  "use 'all' or cpu numbers and ranges like 0-3,6 (^N excludes N)")
 # read_param raises its own message, naming the part of the value at fault.
@@ -154,6 +156,11 @@ PARAMS: tuple[Param, ...] = (
     Param("disk_io", BOTH, syntax=in_set(*DISK_IO_MODES), help="disk I/O mode"),
     Param("disk_prefix", BOTH, syntax=in_set("xvd", "hd", "sd"), help="Xen disk names"),
     Param("cpu_mask", BOTH, syntax=CPU_MASK, help="host CPUs the guest may run on"),
+    Param("max_vcpus", BOTH, syntax=COUNT,
+          help="vCPUs a live resize may reach (default: the flavor's)"),
+    Param("max_memory_mb", BOTH, syntax=COUNT,
+          help="memory in MiB a live resize may reach, through the balloon "
+               "(default: the flavor's)"),
     Param("user_forwards", BOTH, syntax=FORWARDS,
           help="user NIC with host ports forwarded on 127.0.0.1"),
     # What the hypervisor does on its own when the guest stops.

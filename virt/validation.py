@@ -111,6 +111,11 @@ def check_optional_int(value, field: str) -> int | None:
     return None if value is None else check_int_range(value, 0, 1 << 31, field)
 
 
+def check_optional_count(value, field: str) -> int | None:
+    """None, or a whole number of at least 1 (vCPUs, MiB, GiB)."""
+    return None if value is None else check_int_range(value, 1, 1 << 31, field)
+
+
 def check_callable(value, field: str) -> Callable:
     if not callable(value):
         raise InvalidParameter(f"{field} {_show(value)}: use a function")

@@ -33,7 +33,17 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import guestinfo, hotplug, incoming, livesnapshot, migration, usernet, volumes
+from backends.libvirt import (
+    blockvolumes,
+    guestinfo,
+    hotplug,
+    incoming,
+    livesnapshot,
+    migration,
+    resize,
+    usernet,
+    volumes,
+)
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
 from virt import forwards, images, seed
 from virt import params as params_contract
@@ -730,8 +740,11 @@ class LibvirtDriver(ComputeDriver):
         domain = self._definition(instance.name)
         files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
-        path = files.new_volume()
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
+        if blockvolumes.is_device_path(volume):
+            self._attach_block_volume(instance.name, volume, fmt, target, live)
+            return target
+        path = files.new_volume()
         with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
                 copy = volumes.make_copy(self.store, volume, fmt, staging)
@@ -755,12 +768,31 @@ class LibvirtDriver(ComputeDriver):
         self._check_name(instance)
         domain = self._definition(instance.name)
         files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
-        disk = volumes.attached_volume(domain, files, device)
+        allowed = self.conf.volume_block_devices
+        disk = next((d for d in domain.devices_of(Disk) if d.target_dev == device
+                     and blockvolumes.is_block_volume(d, allowed)), None) \
+            or volumes.attached_volume(domain, files, device)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         volumes.detach(lambda action, fn: self._with_domain(instance.name, action, fn),
                        lambda fn: self._call("watch", instance.name, fn),
                        instance.name, disk, live, timeout)
-        remove_quietly(disk.source)
+        if disk.type == "file":  # the guest's own copy; a host device stays as it is
+            remove_quietly(disk.source)
+
+    def _attach_block_volume(self, name: str, volume: str, fmt: str | None, target: str,
+                             live: bool) -> None:
+        """Give the guest an allowed host block device that no one else uses."""
+        device = blockvolumes.allowed_device(volume, self.conf.volume_block_devices, fmt)
+        from oslo_concurrency import lockutils  # only attaching a host device needs it
+
+        # one check and attach at a time on this host: two guests never get one device
+        with lockutils.lock("virt-driver-block-volumes", external=True,
+                            lock_path=self.conf.oslo_concurrency.lock_path
+                            or self.conf.lock_path):
+            self._call("check the users of", volume,
+                       lambda conn: blockvolumes.refuse_if_in_use(conn, device))
+            volumes.attach(lambda action, fn: self._with_domain(name, action, fn),
+                           blockvolumes.disk_for(device, target, "virtio"), live)
 
     def attach_interface(self, instance: Instance, nic: NIC) -> None:
         self._check_name(instance)
@@ -796,6 +828,46 @@ class LibvirtDriver(ComputeDriver):
                                 f"NIC {mac}", timeout)
         call("detach a NIC from",
              lambda dom: dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    # -- resize (see backends/libvirt/resize.py) ----------------------------
+
+    def resize(self, instance: Instance, root_gb: int | None = None, vcpus: int | None = None,
+               memory_mb: int | None = None) -> None:
+        """Grow the root disk, set vCPUs and memory: a running guest within the maximums
+        it booted with, a shut-off one within the host."""
+        self._check_name(instance)
+        name = instance.name
+        if self._state(name) is PowerState.SUSPENDED:
+            raise InvalidState(f"cannot resize instance {name!r} while it is suspended (its "
+                               "saved memory has the old size): resume or power it off first")
+        domain = self._definition(name, secure=True)
+        root = resize.root_disk(domain)
+        live = self._is_live(name)
+
+        def call(action, fn):
+            return self._with_domain(name, action, fn)
+        disk_bytes = resize.live_disk_bytes(call, root) if live else \
+            images.get_disk_size(root.source, root.driver_type or "raw")
+        request = resize.Request(root_gb, vcpus, memory_mb)
+        old = domain.metadata.flavor
+        new = resize.check(request, old, disk_bytes, resize.bounds(
+            domain, self.get_host_info(), self.store.max_virtual_size), live)
+        grow = resize.grow_to(request, disk_bytes)
+        xml = resize.persistent_definition(domain, new).to_xml()
+
+        def persist():
+            self._call("define", name, lambda conn: conn.defineXML(xml))
+            if live:  # the live metadata too, for readers of the running definition
+                meta = resize.unqualified_metadata(domain)
+                call("record the size of", lambda dom: dom.setMetadata(
+                    libvirt.VIR_DOMAIN_METADATA_ELEMENT, meta, "vd", METADATA_NS,
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        if live:
+            resize.resize_live(call, old, new, root, grow, persist)
+            return
+        if grow is not None:
+            resize.grow_overlay(root.source, root.driver_type or "raw", grow, self.store.limits)
+        persist()
 
     def _is_live(self, name: str) -> bool:
         return self._state(name) in (PowerState.RUNNING, PowerState.PAUSED)

@@ -14,7 +14,6 @@ in its definition too, and the caller hears so.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,16 +21,14 @@ import libvirt
 
 from backends.libvirt import hotplug
 from virt import disk as diskpolicy
-from virt import images
 from virt.domain import Disk, Domain
 from virt.errors import InvalidParameter
-from virt.fileutils import private_copy, remove_quietly
 from virt.instancefiles import InstanceFiles
+from virt.volumecopy import make_copy as make_copy  # the one copy rule of both backends
 
 T = TypeVar("T")
 DomainCall = Callable[[str, Callable[[libvirt.virDomain], T]], T]
 
-VOLUME_FORMATS = ("raw", "qcow2")
 
 
 def free_target(domain: Domain, bus: str, wanted: str | None) -> str:
@@ -48,27 +45,6 @@ def free_target(domain: Domain, bus: str, wanted: str | None) -> str:
     while diskpolicy.target_for(bus, index) in used:
         index += 1
     return diskpolicy.target_for(bus, index)
-
-
-def make_copy(store, volume: str, fmt: str | None, staging: str) -> str:
-    """The guest's own qcow2 copy of `volume` (a store image or a file), made in `staging`."""
-    out = os.path.join(staging, "volume.qcow2")
-    if not os.path.isabs(volume):
-        if fmt is not None:
-            raise InvalidParameter(f"format {fmt!r}: a store image has its own format; "
-                                   "give a format only with a file path")
-        with store.pinned(volume) as image:
-            images.convert(image.path, image.format, out, "qcow2")
-        return out
-    if fmt not in VOLUME_FORMATS:
-        raise InvalidParameter(f"volume file format {fmt!r}: use one of "
-                               f"{', '.join(VOLUME_FORMATS)}")
-    source = os.path.join(staging, "source")
-    private_copy(volume, source)
-    images.inspect_untrusted(source, fmt, store.max_virtual_size, store.limits)
-    images.convert(source, fmt, out, "qcow2", untrusted=True)
-    remove_quietly(source)
-    return out
 
 
 def disk_for(path: str, target: str, bus: str) -> Disk:

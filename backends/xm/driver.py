@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from backends.xm import config as xmconfig
-from backends.xm import params
+from backends.xm import hotplug, params
 from backends.xm.toolstack import (
     DomainRow,
     Toolstack,
@@ -42,7 +42,12 @@ from virt.errors import (
     ToolstackError,
     VirtError,
 )
-from virt.fileutils import atomic_write, filesystem_usage_gb, remove_quietly
+from virt.fileutils import (
+    atomic_write,
+    filesystem_usage_gb,
+    held_staging_dir,
+    remove_quietly,
+)
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.objects import (
     NIC,
@@ -58,6 +63,7 @@ from virt.recovery import Reclaimed
 from virt.rollback import Rollback
 from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_instance_name
+from virt.volumecopy import make_copy
 
 LOG = logging.getLogger(__name__)
 
@@ -434,6 +440,107 @@ class XmDriver(ComputeDriver):
                  compress: bool = False, progress=None) -> None:
         raise NotSupported("snapshot is not supported by the xm backend: "
                            "use the libvirt backend")
+
+    # -- volumes and NICs (see backends/xm/hotplug.py) ----------------------
+
+    def attach_volume(self, instance: Instance, volume: str, device: str | None = None,
+                      fmt: str | None = None) -> str:
+        """Attach a copy of `volume` (store image name, or file path with fmt); its vdev."""
+        config_path, text, current = self._config_of(instance)
+        specs = hotplug.disks(text)
+        vdev = hotplug.free_vdev(specs, device)
+        driver = self._disk_driver()
+        disk_format = xmconfig.instance_disk_format(driver, self.toolstack.command)
+        files = self.instance_files(current)
+        directory, path = files.directory, files.new_volume(disk_format)
+        try:
+            with held_staging_dir(directory, "volume-" + vdev) as staging:
+                copy = make_copy(self._cache().store, volume, fmt, staging, disk_format)
+                os.link(copy, path)  # never over another attach's copy
+        except OSError as e:
+            raise VirtError(f"cannot copy volume {volume} into {directory}: {e.strerror}") \
+                from None
+        spec = f"{xmconfig.disk_prefix(driver, self.toolstack.command, disk_format)}:" \
+               f"{path},{vdev},w"
+        try:
+            self._change_config(config_path, text, hotplug.with_list(text, "disk", [*specs, spec]),
+                                hotplug.block_attach_args(self.toolstack.command,
+                                                          instance.name, spec))
+        except BaseException:
+            remove_quietly(path)
+            raise
+        return vdev
+
+    def detach_volume(self, instance: Instance, device: str, timeout: int = 30) -> None:
+        """Detach the volume at `device` (the toolstack waits for the guest, up to
+        `timeout` s), then remove the guest's copy."""
+        config_path, text, current = self._config_of(instance)
+        specs = hotplug.disks(text)
+        spec = hotplug.attached_volume(specs, self.instance_files(current), device)
+        self._change_config(config_path, text, hotplug.with_list(
+            text, "disk", [s for s in specs if s != spec]),
+            ["block-detach", instance.name, device], timeout)
+        remove_quietly(hotplug.volume_path(spec))
+
+    def attach_interface(self, instance: Instance, nic: NIC) -> None:
+        config_path, text, current = self._config_of(instance)
+        existing = hotplug.vifs(text)
+        if any(f"mac={nic.mac.lower()}" in spec.lower() for spec in existing):
+            raise InvalidParameter(f"NIC {nic.mac}: the guest has a NIC with this MAC already")
+        values = {"nic_type": current.params["nic_type"]} if "nic_type" in current.params \
+            else {}
+        spec, = xmconfig.vif_specs(xmconfig.GuestConfig(
+            toolstack=self.toolstack.command, name=current.name, uuid=current.uuid,
+            kind=current.kind, memory_mb=current.flavor.memory_mb,
+            vcpus=current.flavor.vcpus, values=values, nics=(nic,)))
+        self._change_config(config_path, text, hotplug.with_list(text, "vif", [*existing, spec]),
+                            hotplug.network_attach_args(instance.name, spec))
+
+    def detach_interface(self, instance: Instance, mac: str, timeout: int = 30) -> None:
+        config_path, text, _current = self._config_of(instance)
+        existing = hotplug.vifs(text)
+        spec = next((s for s in existing if f"mac={mac.lower()}" in s.lower()), None)
+        if spec is None:
+            raise InvalidParameter(f"NIC {mac}: the guest has no NIC with this MAC")
+        if self.toolstack.command == "xm" and self._find(instance) is not None:
+            raise NotSupported("xm network-detach takes a device id that only xm network-list "
+                               "tells, which this backend does not read: power the guest off "
+                               "first, or use xl")
+        self._change_config(config_path, text, hotplug.with_list(
+            text, "vif", [s for s in existing if s != spec]),
+            ["network-detach", instance.name, mac.lower()], timeout)
+
+    def _config_of(self, instance: Instance) -> tuple[str, str, Instance]:
+        """(config path, its text, the Instance it describes) of a defined guest."""
+        path = self.config_path(instance.name)
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise InstanceNotFound(f"instance {instance.name!r} has no config file {path}: "
+                                   "spawn it first") from None
+        return path, text, instance_from_config(xmconfig.parse(text))
+
+    def _change_config(self, path: str, old: str, new: str, command: list[str],
+                       timeout: int | None = None) -> None:
+        """Write the new config, then run `command` (its second word: the guest) on the
+        running guest; on failure the old config is back."""
+        secret = "vncpasswd" in new
+        try:
+            self._write_config(path, new, secret)
+        except OSError as e:
+            raise VirtError(f"cannot write {path}: {e.strerror}") from None
+        if self.toolstack.find(command[1]) is None:
+            return  # the config is all a shut-off guest has
+        try:
+            if timeout is None:
+                self.toolstack.run(*command)
+            else:
+                self._runner(["timeout", "-k", "5", str(timeout), self.toolstack.command,
+                              *command])
+        except BaseException:
+            self._write_config(path, old, secret)
+            raise
 
     # -- migration --------------------------------------------------------
 

@@ -30,6 +30,7 @@ SYSTEM_URI = "qemu:///system"
 
 # generous: TCG on a busy two-core CI machine
 BOOT_TIMEOUT = 120.0
+BUSY_BOOT_TIMEOUT = 360.0  # for tests whose guests share the host with many others
 SHUTOFF_TIMEOUT = 60.0
 
 # the guest's /init writes one 512-byte marker block here on /dev/vda
@@ -254,3 +255,17 @@ def cli_config(driver) -> str:
                 f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
                 f"[libvirt]\nconnection_uri = {driver.conf.libvirt.connection_uri}\n")
     return path
+
+
+def spawn_demo_guest(driver, demo_guest: DemoGuest, name: str, flavor, **params):
+    """(instance, console log path) of a demo guest spawned and waiting ("ready"); a boot
+    may take BUSY_BOOT_TIMEOUT when other guests share the host."""
+    from virt.objects import Instance
+    instance = Instance(name=name, flavor=flavor, image="demo",
+                        params={"kernel_path": demo_guest.kernel,
+                                "initrd_path": demo_guest.initrd,
+                                "kernel_args": demo_guest.cmdline(), **params})
+    driver.spawn(instance, "demo")
+    console = driver.instance_files(instance).console_log
+    wait_for_console(console, "ready", timeout=BUSY_BOOT_TIMEOUT)
+    return instance, console

@@ -87,6 +87,9 @@ ARGUMENTS = {
     "device": st.one_of(st.none(), st.just("vdb"), texts, junk),
     "nic": st.one_of(nic, junk),
     "mac": st.one_of(st.just("52:54:00:00:00:09"), texts, junk),
+    "root_gb": st.one_of(st.none(), st.integers(), junk),
+    "vcpus": st.one_of(st.none(), st.integers(), junk),
+    "memory_mb": st.one_of(st.none(), st.integers(), junk),
 }
 
 

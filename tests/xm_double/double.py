@@ -1,9 +1,11 @@
 """A toolstack double: behaves like `xl` or `xm` over a state directory.
 
 Usage (through the wrappers DoubleHost writes): double.py STATE_DIR SPELLING ARGS...
-It implements list, info, create, shutdown, destroy, reboot, pause, unpause
-and migrate, answers in the real output format, and fails any command on
-request (STATE_DIR/fail/COMMAND holds {"message": ..., "times": N or null}).
+It implements list, info, create, shutdown, destroy, reboot, pause, unpause,
+migrate, block-attach, block-detach, network-attach and network-detach (which
+print nothing on success, as xl does; their error texts are the double's own),
+answers in the real output format, and fails any command on request
+(STATE_DIR/fail/COMMAND holds {"message": ..., "times": N or null}).
 """
 
 from __future__ import annotations
@@ -122,11 +124,71 @@ def cmd_create(state, spelling, args):
         target = spec.split(",")[0].rsplit(":", 1)[-1]
         if not os.path.exists(target):
             raise Failure(f"libxl: error: disk {target} does not exist")
+    vifs = re.search(r"^vif\s*=\s*\[(.*)\]\s*$", text, re.M)
     state["domains"][name] = {"id": state["next_id"], "mem": int(_config_value(text, "memory")),
                               "vcpus": int(_config_value(text, "vcpus") or 1),
-                              "flags": "-b----", "time": 0.0, "config": path}
+                              "flags": "-b----", "time": 0.0, "config": path,
+                              "disks": {_vdev(spec): _disk_target(spec) for spec in
+                                        re.findall(r"'([^']*)'", disks.group(1) if disks else "")},
+                              "vifs": [_mac(spec) for spec in
+                                       re.findall(r"'([^']*)'", vifs.group(1) if vifs else "")]}
     state["next_id"] += 1
     print(f"Parsing config from {path}" if spelling == "xl" else f"Started domain {name}")
+
+
+def _vdev(spec: str) -> str:
+    return spec.split(",")[1].split(":")[0]
+
+
+def _disk_target(spec: str) -> str:
+    return spec.split(",")[0].rsplit(":", 1)[-1]
+
+
+def _mac(spec: str) -> str:
+    fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    return fields.get("mac", "").lower()
+
+
+def cmd_block_attach(state, spelling, args):
+    # xl: NAME 'prefix:path,vdev,mode'; xm: NAME prefix:path vdev mode
+    if len(args) not in (2, 4):
+        raise Failure(f"usage: {spelling} block-attach DOMAIN DISK-SPEC")
+    name = _domain(state, spelling, args[:1])
+    spec = args[1] if len(args) == 2 else ",".join(args[1:])
+    target, vdev = _disk_target(spec), _vdev(spec)
+    if not os.path.exists(target):
+        raise Failure(f"libxl: error: disk {target} does not exist")
+    disks = state["domains"][name].setdefault("disks", {})
+    if vdev in disks:
+        raise Failure(f"libxl: error: device {vdev} is already attached")
+    disks[vdev] = target
+
+
+def cmd_block_detach(state, spelling, args):
+    name = _domain(state, spelling, args[:1])
+    disks = state["domains"][name].setdefault("disks", {})
+    if len(args) != 2 or args[1] not in disks:
+        raise Failure(f"Error: Device {args[1:]} not connected.")
+    if state["behaviour"].get("disk_busy"):
+        return "hang"  # the guest never releases it: the backend waits forever
+    del disks[args[1]]
+
+
+def cmd_network_attach(state, spelling, args):
+    name = _domain(state, spelling, args[:1])
+    mac = _mac(",".join(args[1:]))
+    vifs = state["domains"][name].setdefault("vifs", [])
+    if mac in vifs:
+        raise Failure(f"libxl: error: a vif with mac {mac} exists")
+    vifs.append(mac)
+
+
+def cmd_network_detach(state, spelling, args):
+    name = _domain(state, spelling, args[:1])
+    vifs = state["domains"][name].setdefault("vifs", [])
+    if len(args) != 2 or args[1].lower() not in vifs:
+        raise Failure(f"Error: Device {args[1:]} not connected.")
+    vifs.remove(args[1].lower())
 
 
 def _domain(state, spelling, args) -> str:
@@ -188,7 +250,9 @@ def cmd_migrate(state, spelling, args):
 
 COMMANDS = {"list": cmd_list, "info": cmd_info, "create": cmd_create, "shutdown": cmd_shutdown,
             "destroy": cmd_destroy, "reboot": cmd_reboot, "pause": cmd_pause,
-            "unpause": cmd_unpause, "migrate": cmd_migrate}
+            "unpause": cmd_unpause, "migrate": cmd_migrate, "block-attach": cmd_block_attach,
+            "block-detach": cmd_block_detach, "network-attach": cmd_network_attach,
+            "network-detach": cmd_network_detach}
 
 
 def main(argv: list[str]) -> int:
