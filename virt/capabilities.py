@@ -23,6 +23,7 @@ class Capabilities:
     live_migration: bool = False
     cold_migration: bool = False
     volume_attach: bool = False
+    resize: bool = False
     nic_attach: bool = False
     seed_formats: frozenset[str] = frozenset()
     pause: bool = False
@@ -45,6 +46,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "snapshot": ("snapshot",),
     "volume_attach": ("attach_volume", "detach_volume"),
     "nic_attach": ("attach_interface", "detach_interface"),
+    "resize": ("resize",),
     "pause": ("pause", "unpause"),
     "suspend": ("suspend", "resume"),
     "console_output": ("get_console_output",),

@@ -150,6 +150,7 @@ class LibvirtDriver(ComputeDriver):
     capabilities = Capabilities(
         guest_kinds=frozenset(GuestKind), snapshot_kinds=frozenset({"cold", "live"}),
         live_migration=True, cold_migration=True, volume_attach=True, nic_attach=True,
+        resize=True,
         seed_formats=frozenset(seed.LABELS), pause=True, suspend=True, console_output=True,
         console_command=True, guest_addresses=True, events="hypervisor", params=SUPPORT)
 

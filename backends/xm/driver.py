@@ -79,7 +79,8 @@ class XmDriver(ComputeDriver):
     name = "xm"
     capabilities = Capabilities(
         guest_kinds=frozenset(GuestKind), live_migration=True, cold_migration=True,
-        seed_formats=frozenset(seed.LABELS), pause=True, console_command=True,
+        volume_attach=True, nic_attach=True, seed_formats=frozenset(seed.LABELS), pause=True,
+        console_command=True,
         params=params.SUPPORT)
 
     def __init__(self, conf, runner: Callable | None = None, probe: DiskProbe | None = None,

@@ -34,6 +34,7 @@ def _calls(driver, instance):
         "resume": lambda: driver.resume(instance),
         "get_console_output": lambda: driver.get_console_output(instance),
         "get_console_command": lambda: driver.get_console_command(instance),
+        "resize": lambda: driver.resize(instance, vcpus=2),
     }
 
 
