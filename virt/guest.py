@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from virt import disk as diskpolicy
+from virt import forwards
 from virt.domain import (
     OS,
     Channel,
@@ -384,6 +385,10 @@ def instance_from_domain(domain: Domain) -> Instance:
             network=iface.source if iface.type == "network" else None,
             model=iface.model)
         for iface in domain.devices_of(Interface))
+    # A forwarded user NIC on QEMU's command line is no <interface>: the param names it.
+    forwarded = forwards.read_param(params)
+    if forwarded is not None and all(nic.mac.lower() != forwarded.mac for nic in nics):
+        nics += (NIC(mac=forwarded.mac),)
     return Instance(name=domain.name, flavor=meta.flavor, image=meta.image,
                     uuid=meta.instance_uuid, kind=meta.kind or GuestKind.HVM,
                     params=params, nics=nics)

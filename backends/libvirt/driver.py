@@ -414,12 +414,27 @@ class LibvirtDriver(ComputeDriver):
         if forwarded is not None and self.virt_type == "xen":
             raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
                                    "networking; use a bridge")
-        nics = usernet.other_nics(nics, forwarded)
+        backend = usernet.QEMU_USER if forwarded is None else self._user_backend(arch)
+        nics = usernet.other_nics(nics, forwarded, backend)
         root = BlockDevice(path=os.path.join(directory, DISK_NAME), fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
                               console_log=os.path.join(directory, CONSOLE_LOG), owner=self.owner)
+        if backend == usernet.PASST:
+            usernet.add_passt(domain, forwarded)
+            return domain.to_xml()
         return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
+
+    def _user_backend(self, arch: str) -> str:
+        """passt when this libvirt's domain capabilities offer it, else QEMU user networking."""
+        def read(conn):
+            return conn.getDomainCapabilities(None, arch, None, self.virt_type, 0)
+        try:
+            caps = self._call("read the domain capabilities of", self.uri, read)
+        except HypervisorError as e:  # an old libvirt or driver: QEMU's own still works
+            LOG.warning("user NIC through QEMU user networking: %s", e)
+            caps = None
+        return usernet.pick_backend(caps)
 
     def _make_disks(self, directory: str, image_id: str, instance: Instance,
                     undo: _Undo) -> None:
