@@ -463,7 +463,11 @@ class LibvirtDriver(ComputeDriver):
                    self.conf.libvirt.shutdown_timeout if timeout is None else timeout)
 
     def _stop(self, name: str, timeout: float) -> None:
-        """ACPI shutdown, re-sent every retry interval, then destroy at the deadline."""
+        """Graceful shutdown, re-sent every retry interval, then destroy at the deadline.
+
+        libvirt asks the guest agent first when it is connected, else (or when
+        the agent fails) presses the ACPI power button.
+        """
         retry = self.conf.libvirt.shutdown_retry_interval
         deadline = time.monotonic() + timeout
         next_request = 0.0
