@@ -20,6 +20,10 @@ import time
 import libvirt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import remove_domain  # noqa: E402
+
 GUEST = os.path.join(ROOT, "build", "demo-guest")
 CLI = os.path.join(os.path.dirname(sys.executable), "virt-driver")
 CMDLINE = "console=ttyS0 panic=-1 demo.action=wait"
@@ -34,16 +38,6 @@ def run_measured(argv: list[str]) -> tuple[float, int]:
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"{argv[0]} failed: {proc.stderr.read().decode()}")
     return elapsed, usage.ru_maxrss
-
-
-def remove_domain(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    if dom.isActive():
-        dom.destroy()
-    dom.undefine()
 
 
 def main() -> None:
