@@ -120,12 +120,12 @@ class Bench:
             "--boot", f"kernel={GUEST}/vmlinuz,initrd={GUEST}/initrd.img,"
                       f"kernel_args={CMDLINE} ds=nocloud",
             "--cloud-init", f"meta-data={meta},user-data={user}",
-            "--network", "none", "--qemu-commandline",
-            f"-netdev {netdev} -device virtio-net-pci,netdev=vi0,mac=52:54:00:be:55:02",
+            "--network", "none",  # '=' keeps argparse from reading -netdev as an option
+            f"--qemu-commandline=-netdev {netdev} "
+            "-device virtio-net-pci,netdev=vi0,mac=52:54:00:be:55:02",
             "--osinfo", "detect=off,require=off,name=debian11",
             "--graphics", "none", "--serial", f"file,path={self.work}/{name}.log",
-            "--noautoconsole"], check=True, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            "--noautoconsole"], check=True, stdout=subprocess.DEVNULL)
         seconds = wait_for_ssh(self.key, port, started)
         remove_domain(conn, name)
         os.unlink(overlay)
