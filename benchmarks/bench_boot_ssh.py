@@ -122,7 +122,7 @@ class Bench:
             "--cloud-init", f"meta-data={meta},user-data={user}",
             "--network", "none",  # '=' keeps argparse from reading -netdev as an option
             f"--qemu-commandline=-netdev {netdev} "
-            "-device virtio-net-pci,netdev=vi0,mac=52:54:00:be:55:02",
+            "-device virtio-net-pci,netdev=vi0,mac=52:54:00:be:55:02,addr=0x1e",
             "--osinfo", "detect=off,require=off,name=debian11",
             "--graphics", "none", "--serial", f"file,path={self.work}/{name}.log",
             "--noautoconsole"], check=True, stdout=subprocess.DEVNULL)
