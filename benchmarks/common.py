@@ -24,3 +24,15 @@ def report(title: str, ours: float, peer: float, peer_name: str, unit: str = "ms
     scale = {"ms": 1e3, "us": 1e6, "s": 1.0}[unit]
     print(f"{title}: {ours * scale:.2f} {unit} median vs {peer_name} "
           f"{peer * scale:.2f} {unit} (ratio {ours / peer:.2f}x)")
+
+
+def remove_domain(conn, name: str) -> None:
+    """Destroy and undefine the domain `name` of a libvirt connection, if it exists."""
+    import libvirt
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return
+    if dom.isActive():
+        dom.destroy()
+    dom.undefine()

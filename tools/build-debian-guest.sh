@@ -5,6 +5,12 @@
 # (root=LABEL=rootfs console=ttyS0 net.ifnames=0). cloud-init sets the locale
 # C.UTF-8, which needs no locales package.
 #
+# dbus is named although systemd only recommends it (mmdebstrap installs no
+# recommends): without it systemd-logind does not run, so the guest ignores the
+# ACPI power button, and the guest agent's shutdown (`shutdown -h +0`, which goes
+# through logind) fails with "Failed to connect to bus": every graceful stop
+# waited out its whole timeout and was forced.
+#
 #   tools/build-debian-guest.sh [OUTDIR]      (default: build/debian-guest)
 #
 # Writes OUTDIR/disk.raw (3 GiB, sparse), OUTDIR/vmlinuz, OUTDIR/initrd.img and
@@ -16,7 +22,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$here/build/debian-guest}
 suite=bookworm
 size=3G
-packages=systemd-sysv,openssh-server,cloud-init,linux-image-cloud-amd64,qemu-guest-agent,ifupdown,isc-dhcp-client,udev,e2fsprogs,netbase
+packages=systemd-sysv,openssh-server,cloud-init,linux-image-cloud-amd64,qemu-guest-agent,ifupdown,isc-dhcp-client,udev,e2fsprogs,netbase,dbus
 
 say() { printf 'build-debian-guest: %s\n' "$*"; }
 die() { printf 'build-debian-guest: error: %s\n' "$*" >&2; exit 1; }

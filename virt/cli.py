@@ -376,7 +376,8 @@ class Commands:
                           f"{instance.flavor.root_gb} GB disk",
                 "vcpus": info.num_cpu, "memory_mb": info.max_mem_kb // 1024,
                 "cpu_time_s": round(info.cpu_time_ns / 1e9, 2), "id": info.id,
-                "nics": ", ".join(n.mac for n in instance.nics) or None,
+                "nics": ", ".join(forwards.describe_nic(n.mac, instance.params)
+                                  for n in instance.nics) or None,
                 "console": " ".join(self.driver.get_console_command(instance))}
         reach = self.driver.get_addresses(instance)
         data["agent"] = "answers" if reach.agent_answers else "does not answer"

@@ -82,6 +82,15 @@ def ssh_port(params: dict[str, str]) -> int | None:
     return next((f.host_port for f in forwarded.forwards if f.guest_port == SSH_PORT), None)
 
 
+def describe_nic(mac: str, params: dict[str, str]) -> str:
+    """MAC, and for the forwarded user NIC its forwards: '52:54:..(user, 127.0.0.1:2222->22)'."""
+    forwarded = read_param(params)
+    if forwarded is None or mac.lower() != forwarded.mac:
+        return mac
+    ports = ", ".join(f"{LISTEN}:{f.host_port}->{f.guest_port}" for f in forwarded.forwards)
+    return f"{mac} (user, {ports})"
+
+
 def ssh_command(params: dict[str, str], addresses: tuple[tuple[str, str], ...],
                 user: str) -> list[str] | None:
     """ssh to the forwarded port on 127.0.0.1, else to the first address the guest told."""

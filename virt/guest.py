@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from virt import disk as diskpolicy
+from virt import forwards
 from virt import params as contract
 from virt.domain import (
     OS,
@@ -397,6 +398,10 @@ def instance_from_domain(domain: Domain) -> Instance:
     if passwords:  # present only in XML read with VIR_DOMAIN_XML_SECURE
         params["vnc_password"] = passwords[0]
     nics = tuple(_nic(iface) for iface in domain.devices_of(Interface))
+    # A forwarded user NIC on QEMU's command line is no <interface>: the param names it.
+    forwarded = forwards.read_param(params)
+    if forwarded is not None and all(nic.mac.lower() != forwarded.mac for nic in nics):
+        nics += (NIC(mac=forwarded.mac),)
     return Instance(name=domain.name, flavor=meta.flavor, image=meta.image,
                     uuid=meta.instance_uuid, kind=meta.kind or GuestKind.HVM,
                     params=params, nics=nics)

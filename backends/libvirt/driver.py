@@ -458,12 +458,27 @@ class LibvirtDriver(ComputeDriver):
         if forwarded is not None and self.virt_type == "xen":
             raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
                                    "networking; use a bridge")
-        nics = usernet.other_nics(nics, forwarded)
+        backend = usernet.QEMU_USER if forwarded is None else self._user_backend(arch)
+        nics = usernet.other_nics(nics, forwarded, backend)
         root = BlockDevice(path=files.disk, fmt="qcow2")
         domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
                               console_log=files.console_log, owner=self.owner)
+        if forwarded is not None and backend == usernet.PASST:
+            usernet.add_passt(domain, forwarded)
+            return domain.to_xml()
         return usernet.add_to_domain_xml(domain.to_xml(), forwarded)
+
+    def _user_backend(self, arch: str) -> str:
+        """passt when this libvirt's domain capabilities offer it, else QEMU user networking."""
+        def read(conn):
+            return conn.getDomainCapabilities(None, arch, None, self.virt_type, 0)
+        try:
+            caps = self._call("read the domain capabilities of", self.uri, read)
+        except HypervisorError as e:  # an old libvirt or driver: QEMU's own still works
+            LOG.warning("user NIC through QEMU user networking: %s", e)
+            caps = None
+        return usernet.pick_backend(caps)
 
     def _make_disks(self, files: InstanceFiles, image_id: str, instance: Instance,
                     undo: Rollback) -> None:
@@ -492,7 +507,11 @@ class LibvirtDriver(ComputeDriver):
                    self.conf.libvirt.shutdown_timeout if timeout is None else timeout)
 
     def _stop(self, name: str, timeout: float) -> None:
-        """ACPI shutdown, re-sent every retry interval, then destroy at the deadline."""
+        """Graceful shutdown, re-sent every retry interval, then destroy at the deadline.
+
+        libvirt asks the guest agent first when it is connected, else (or when
+        the agent fails) presses the ACPI power button.
+        """
         retry = self.conf.libvirt.shutdown_retry_interval
         deadline = time.monotonic() + timeout
         next_request = 0.0

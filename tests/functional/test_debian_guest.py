@@ -1,123 +1,154 @@
 """A real Debian 12 cloud guest (tools/build-debian-guest.sh) through the driver, reached
-over SSH on 127.0.0.1: cloud-init applied the seed's host name and key, grew the root
-file system to the flavor's disk, the guest agent answers with the address, a reboot
-keeps the seed, destroy removes everything.
+over SSH on 127.0.0.1: cloud-init applied the seed's host name, key and password, grew
+the root file system to the flavor's disk, the guest agent answers with the address,
+the guest stops gracefully when asked, a soft and a hard reboot keep the seed,
+destroy removes everything.
 
-One guest per seed format, shared by the assertions: booting one costs about a
-minute under TCG.
+A boot costs minutes under TCG, so each guest boots once and both boot together
+(the module fixture starts them): the ConfigDrive guest through the contract,
+the NoCloud guest through `virt-driver boot --password-file`. Only the NoCloud
+guest reboots: soft (seen going down and up), at once hard (its seed rebuilt),
+then SSH again.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
-import subprocess
 import time
 
+import libvirt
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
-from tests.support.guests import PROJECT_DIR, run_tool
-from virt.conf import make_conf
-from virt.imagestore import LocalImageStore
+from tests.support import debian
+from tests.support.cli import run_cli
+from tests.support.debian import CMDLINE, GUEST_DIR, IMAGE, boot_params, free_port
+from tests.support.guests import cli_config
+from virt.domain import Disk, Domain
 from virt.objects import NIC, Flavor, Instance, SeedConfig
 
-GUEST_DIR = PROJECT_DIR / "build" / "debian-guest"
-SSH_TIMEOUT = 480.0
-MAC = "52:54:00:5e:ed:51"
-CMDLINE = "root=LABEL=rootfs console=ttyS0 net.ifnames=0"
+PREFIX = "gu-deb-"
+MACS = {"nocloud": "52:54:00:5e:ed:51", "configdrive": "52:54:00:5e:ed:52"}
+LABELS = {"nocloud": "cidata", "configdrive": "config-2"}
+PASSWORD = "correct horse battery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Guest:
-    def __init__(self, driver, instance, key, port):
-        self.driver, self.instance, self.key, self.port = driver, instance, key, port
-
-    def ssh(self, command: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ssh", "-i", self.key, "-p", str(self.port), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "debian@127.0.0.1", command],
-            capture_output=True, text=True, timeout=timeout)
-
-    def wait_for_ssh(self) -> None:
-        deadline = time.monotonic() + SSH_TIMEOUT
-        while True:
-            try:
-                if self.ssh("true", timeout=30).returncode == 0:
-                    return
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() > deadline:
-                console = self.driver.get_console_output(self.instance)[-3000:]
-                pytest.fail(f"no SSH on 127.0.0.1:{self.port} within {SSH_TIMEOUT:.0f}s; "
-                            f"console ends:\n{console}", pytrace=False)
-            time.sleep(3)
+class Guest(debian.Guest):
+    def check_seed_applied(self, fmt: str) -> None:
+        assert self.ssh("hostname").stdout.strip() == f"gu-seeded-{fmt}"
+        assert self.ssh(f"readlink /dev/disk/by-label/{LABELS[fmt]}").stdout.strip() \
+            == "../../vdb"
 
 
 @pytest.fixture(scope="module")
-def debian_guest(tmp_path_factory, libvirt_daemons):
-    run_tool("building the Debian guest", str(PROJECT_DIR / "tools" / "build-debian-guest.sh"),
-              str(GUEST_DIR))
+def debian_guests(tmp_path_factory, libvirt_daemons):
+    """Both guests, spawned together: {format: Guest}."""
     state = tmp_path_factory.mktemp("debian")
-    conf = make_conf(virt_type="qemu", state_path=str(state), boot_file_dirs=[str(GUEST_DIR)],
-                     libvirt__connection_uri=libvirt_daemons, libvirt__shutdown_timeout=60,
-                     libvirt__shutdown_retry_interval=5, libvirt__wait_soft_reboot_seconds=120)
-    LocalImageStore.from_conf(conf).import_image("debian12", str(GUEST_DIR / "disk.raw"), "raw",
-                                                 {"arch": "x86_64"})
-    key = state / "id"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    driver = LibvirtDriver(conf)
-    driver.init_host("localhost")
-    yield driver, str(key)
+    driver, key = debian.debian_driver(
+        state, libvirt_daemons, libvirt__shutdown_timeout=300,
+        libvirt__shutdown_retry_interval=5, libvirt__wait_soft_reboot_seconds=300)
+    with open(key + ".pub") as f:
+        public = f.read()
+    password_file, askpass = state / "password", state / "askpass"
+    password_file.write_text(PASSWORD + "\n")
+    askpass.write_text(f"#!/bin/sh\necho '{PASSWORD}'\n")
+    askpass.chmod(0o700)
+    guests = {fmt: Guest(driver, f"{PREFIX}{fmt}", key, free_port(), str(askpass))
+              for fmt in MACS}
+
+    nocloud = guests["nocloud"]
+    code, out, err = run_cli(
+        cli_config(driver), "boot", nocloud.name, "--image", IMAGE, "--memory", "1024",
+        "--vcpus", "2", "--disk-gb", "4", "--kernel", str(GUEST_DIR / "vmlinuz"),
+        "--initrd", str(GUEST_DIR / "initrd.img"), "--cmdline", CMDLINE,
+        "--nic", f"user,mac={MACS['nocloud']},forward={nocloud.port}:22",
+        "--ssh-key", key + ".pub", "--hostname", "gu-seeded-nocloud",
+        "--password-file", str(password_file))
+    assert (code, err) == (0, ""), out
+    configdrive = guests["configdrive"]
+    driver.spawn(Instance(
+        name=configdrive.name, image="debian12", nics=(NIC(mac=MACS["configdrive"]),),
+        flavor=Flavor(memory_mb=1024, vcpus=2, root_gb=4),
+        params=boot_params(configdrive.port, MACS["configdrive"]),
+        seed=SeedConfig(format="configdrive", hostname="gu-seeded-configdrive",
+                        ssh_keys=(public,))), IMAGE)
+    yield guests
     for name in driver.list_instances():
-        if name.startswith("seeds-deb"):
+        if name.startswith(PREFIX):
             driver.destroy(driver.get_instance(name))
     driver.close()
 
 
-@pytest.mark.parametrize("fmt, label", [("nocloud", "cidata"), ("configdrive", "config-2")])
-def test_the_debian_guest_takes_its_seed_and_answers_over_ssh(debian_guest, fmt, label):
-    driver, key = debian_guest
-    port = _free_port()
-    with open(key + ".pub") as f:
-        public = f.read()
-    instance = Instance(
-        name=f"seeds-deb-{fmt}", image="debian12", nics=(NIC(mac=MAC),),
-        flavor=Flavor(memory_mb=1024, vcpus=2, root_gb=4),
-        params={"kernel_path": str(GUEST_DIR / "vmlinuz"),
-                "initrd_path": str(GUEST_DIR / "initrd.img"), "kernel_args": CMDLINE,
-                "user_forwards": f"{MAC}={port}:22"},
-        seed=SeedConfig(format=fmt, hostname=f"seeded-{fmt}", ssh_keys=(public,)))
-    directory = os.path.join(driver.conf.instances_path, instance.uuid)
-    guest = Guest(driver, instance, key, port)
-    driver.spawn(instance, "debian12")
+def _check_first_boot(guest: Guest, fmt: str) -> None:
     guest.wait_for_ssh()  # the key from the seed let us in
-
-    assert guest.ssh("hostname").stdout.strip() == f"seeded-{fmt}"
+    guest.check_seed_applied(fmt)
     status = guest.ssh("cloud-init status --wait", timeout=300)
     assert "done" in status.stdout, status.stdout + status.stderr
     size = int(guest.ssh("df -B1 --output=size / | tail -1").stdout.strip())
     assert size > 3.5 * 2**30  # grown from the 3 GiB image to the 4 GiB flavor disk
-    assert guest.ssh(f"readlink /dev/disk/by-label/{label}").stdout.strip() == "../../vdb"
-
     deadline = time.monotonic() + 120
-    while not (reach := driver.get_addresses(instance)).agent_answers \
+    while not (reach := guest.driver.get_addresses(guest.instance)).agent_answers \
             and time.monotonic() < deadline:
         time.sleep(2)
     assert reach.agent_answers and reach.source == "agent"
-    assert (MAC, "10.0.2.15/24") in reach.addresses
+    assert (MACS[fmt], "10.0.2.15/24") in reach.addresses
 
-    driver.reboot(instance)  # soft: the guest shuts down and starts again
-    guest.wait_for_ssh()
-    assert guest.ssh("hostname").stdout.strip() == f"seeded-{fmt}"
-    assert guest.ssh(f"readlink /dev/disk/by-label/{label}").stdout.strip() == "../../vdb"
 
+def _shutoff_reason(uri: str, name: str) -> int:
+    conn = libvirt.open(uri)
+    try:
+        state, reason = conn.lookupByName(name).state()
+    finally:
+        conn.close()
+    assert state == libvirt.VIR_DOMAIN_SHUTOFF
+    return reason
+
+
+def test_configdrive_guest_takes_its_seed_and_stops_gracefully(debian_guests):
+    guest = debian_guests["configdrive"]
+    driver, instance = guest.driver, guest.instance
+    _check_first_boot(guest, "configdrive")
+
+    # The guest powers itself off (asked through the agent, else ACPI): not forced.
+    driver.power_off(instance)
+    assert _shutoff_reason(driver.conf.libvirt.connection_uri, guest.name) == \
+        libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN
+    directory = os.path.join(driver.conf.instances_path, instance.uuid)
     driver.destroy(instance)
     assert not os.path.exists(directory)
-    assert instance.name not in driver.list_instances()
+    assert guest.name not in driver.list_instances()
+
+
+def test_nocloud_guest_takes_key_and_password_and_keeps_its_seed_through_reboots(
+        debian_guests, caplog):
+    guest = debian_guests["nocloud"]
+    driver, instance = guest.driver, guest.instance
+    _check_first_boot(guest, "nocloud")
+    login = guest.ssh_with_password("id -un")
+    assert (login.returncode, login.stdout.strip()) == (0, "debian"), login.stderr
+
+    with caplog.at_level(logging.WARNING, logger="backends.libvirt.driver"):
+        driver.reboot(instance)  # soft: the guest goes down by itself and starts again
+    assert "rebooting hard" not in caplog.text
+    seeds = [d for d in Domain.from_xml(guest_xml(driver, guest.name)).devices_of(Disk)
+             if (d.source or "").endswith("seed.iso")]
+    assert len(seeds) == 1 and seeds[0].readonly
+
+    driver.reboot(instance, hard=True)  # defined again from the metadata, seed rebuilt
+    guest.wait_for_ssh()
+    guest.check_seed_applied("nocloud")
+    login = guest.ssh_with_password("id -un")
+    assert (login.returncode, login.stdout.strip()) == (0, "debian"), login.stderr
+
+    directory = os.path.join(driver.conf.instances_path, instance.uuid)
+    driver.destroy(instance)
+    assert not os.path.exists(directory)
+    assert guest.name not in driver.list_instances()
+
+
+def guest_xml(driver, name: str) -> str:
+    conn = libvirt.open(driver.conf.libvirt.connection_uri)
+    try:
+        return conn.lookupByName(name).XMLDesc(0)
+    finally:
+        conn.close()

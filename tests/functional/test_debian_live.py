@@ -7,14 +7,12 @@ the file systems writable right after).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import libvirt_qemu
 import pytest
 
-from tests.functional.test_debian_guest import CMDLINE, GUEST_DIR, Guest, _free_port
-from tests.functional.test_debian_guest import debian_guest as debian_guest  # noqa: F401
+from tests.support.debian import IMAGE, Guest, boot_params, debian_driver, free_port
 from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, Instance, SeedConfig
 
@@ -28,20 +26,12 @@ def _ssh_int(guest: Guest, command: str) -> int:
     return int(result.stdout.split()[0])
 
 
-def _wait_for_ssh(guest: Guest, timeout: float = 1200.0) -> None:
-    """Like Guest.wait_for_ssh, with room for a host busy with other guests."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if guest.ssh("true", timeout=30).returncode == 0:
-                return
-        except subprocess.TimeoutExpired:
-            pass
-        if time.monotonic() > deadline:
-            console = guest.driver.get_console_output(guest.instance)[-3000:]
-            pytest.fail(f"no SSH within {timeout:.0f}s; console ends:\n{console}",
-                        pytrace=False)
-        time.sleep(3)
+@pytest.fixture(scope="module")
+def debian(tmp_path_factory, libvirt_daemons):
+    driver, key = debian_driver(tmp_path_factory.mktemp("debian-live"), libvirt_daemons,
+                                libvirt__shutdown_timeout=60, libvirt__shutdown_retry_interval=5)
+    yield driver, key
+    driver.close()
 
 
 def _until(read, wanted, what: str, timeout: float = 120.0):
@@ -55,23 +45,20 @@ def _until(read, wanted, what: str, timeout: float = 120.0):
 
 
 def test_the_debian_guest_sees_a_live_resize_and_is_thawed_after_a_live_snapshot(
-        debian_guest):  # noqa: F811
-    driver, key = debian_guest
-    port = _free_port()
+        debian):
+    driver, key = debian
+    port = free_port()
     with open(key + ".pub") as f:
         public = f.read()
     instance = Instance(
         name="rz-deb-live", image="debian12", nics=(NIC(mac=MAC),),
         flavor=Flavor(memory_mb=1024, vcpus=1, root_gb=4),
-        params={"kernel_path": str(GUEST_DIR / "vmlinuz"),
-                "initrd_path": str(GUEST_DIR / "initrd.img"), "kernel_args": CMDLINE,
-                "user_forwards": f"{MAC}={port}:22", "max_vcpus": "2",
-                "max_memory_mb": "1536"},
+        params=boot_params(port, MAC, max_vcpus="2", max_memory_mb="1536"),
         seed=SeedConfig(hostname="rz-deb", ssh_keys=(public,)))
-    guest = Guest(driver, instance, key, port)
+    guest = Guest(driver, instance.name, key, port)
     try:
-        driver.spawn(instance, "debian12")
-        _wait_for_ssh(guest)
+        driver.spawn(instance, IMAGE)
+        guest.wait_for_ssh()
         assert _ssh_int(guest, "nproc") == 1
         assert _ssh_int(guest, "lsblk -bndo SIZE /dev/vda") == 4 * GIB
         mem_before = _ssh_int(guest, "awk '/^MemTotal/ {print $2}' /proc/meminfo")

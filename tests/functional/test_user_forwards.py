@@ -62,6 +62,7 @@ def test_forward_listens_on_loopback_only_and_survives_a_hard_reboot(driver, dem
     assert (code, err, out) == (0, "", f"ssh -p {port} debian@127.0.0.1\n")
     code, out, _err = run_cli(cli_config(driver), "--json", "show", instance.name)
     assert json.loads(out)["ssh"] == f"ssh -p {port} debian@127.0.0.1"
+    assert json.loads(out)["nics"] == f"{MAC} (user, 127.0.0.1:{port}->22)"
 
     driver.reboot(instance, hard=True)
     lines = wait_for_console(console, "ready", count=2)

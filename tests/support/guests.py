@@ -252,7 +252,7 @@ def cli_config(driver) -> str:
     path = os.path.join(driver.conf.state_path, "cli.conf")
     with open(path, "w") as f:
         f.write(f"[DEFAULT]\nstate_path = {driver.conf.state_path}\nvirt_type = qemu\n"
-                f"boot_file_dirs = {DEMO_GUEST_DIR}\n"
+                f"boot_file_dirs = {','.join(driver.conf.boot_file_dirs)}\n"
                 f"[libvirt]\nconnection_uri = {driver.conf.libvirt.connection_uri}\n")
     return path
 

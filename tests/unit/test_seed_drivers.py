@@ -11,13 +11,10 @@ import subprocess
 import libvirt
 import pytest
 
-from backends.libvirt.driver import LibvirtDriver
 from tests.support.cli import run_cli
 from virt import images, seed
-from virt.conf import make_conf
 from virt.domain import Channel, Disk, Domain
 from virt.errors import InvalidParameter
-from virt.imagestore import LocalImageStore
 from virt.objects import NIC, Flavor, GuestAddresses, Instance, SeedConfig
 
 TEST_URI = "test:///default"
@@ -29,28 +26,6 @@ def public_key(tmp_path_factory):
     path = tmp_path_factory.mktemp("key") / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
     return path
-
-
-@pytest.fixture
-def driver(tmp_path):
-    kernel = tmp_path / "boot" / "vmlinuz"
-    kernel.parent.mkdir()
-    kernel.write_bytes(b"kernel")
-    conf = make_conf(virt_type="qemu", state_path=str(tmp_path),
-                     boot_file_dirs=[str(kernel.parent)], libvirt__connection_uri=TEST_URI,
-                     libvirt__shutdown_timeout=2, libvirt__shutdown_retry_interval=1,
-                     libvirt__wait_soft_reboot_seconds=2)
-    store = LocalImageStore.from_conf(conf)
-    raw = tmp_path / "tiny.raw"
-    images.create_image("raw", str(raw), "1M")
-    store.import_image("tiny", str(raw), "raw")
-    driver = LibvirtDriver(conf, event_stop_delay=0.1)
-    driver.init_host("localhost")
-    driver.kernel = str(kernel)
-    yield driver
-    for name in driver.list_instances():
-        driver.destroy(driver.get_instance(name))
-    driver.close()
 
 
 def _instance(driver, public_key, **seed_fields) -> Instance:
@@ -73,7 +48,8 @@ def _seed_disks(domain: Domain) -> list[Disk]:
     return [d for d in domain.devices_of(Disk) if (d.source or "").endswith("/seed.iso")]
 
 
-def test_spawn_attaches_the_seed_read_only_and_destroy_removes_it(driver, public_key):
+def test_spawn_attaches_the_seed_read_only_and_destroy_removes_it(kernel_driver, public_key):
+    driver = kernel_driver
     instance = _instance(driver, public_key)
     directory = os.path.join(driver.conf.instances_path, instance.uuid)
     described = Domain.from_xml(driver.describe_spawn(instance, "tiny"))
@@ -90,7 +66,8 @@ def test_spawn_attaches_the_seed_read_only_and_destroy_removes_it(driver, public
     assert not os.path.exists(directory)
 
 
-def test_bad_seed_input_is_refused_before_anything_is_created(driver, public_key):
+def test_bad_seed_input_is_refused_before_anything_is_created(kernel_driver, public_key):
+    driver = kernel_driver
     instance = _instance(driver, public_key, ssh_keys=(
         public_key.read_text(),))  # the private key
     with pytest.raises(InvalidParameter, match="private key"):
@@ -101,7 +78,8 @@ def test_bad_seed_input_is_refused_before_anything_is_created(driver, public_key
     assert driver.list_instances() == []
 
 
-def test_hard_reboot_rebuilds_the_seed_from_its_record(driver, public_key):
+def test_hard_reboot_rebuilds_the_seed_from_its_record(kernel_driver, public_key):
+    driver = kernel_driver
     instance = _instance(driver, public_key, hostname="first")
     directory = os.path.join(driver.conf.instances_path, instance.uuid)
     driver.spawn(instance, "tiny")
@@ -155,7 +133,8 @@ def test_cli_print_config_shows_the_seed_disk_and_files(tmp_path, public_key):
     assert not os.path.exists(tmp_path / "state" / "instances")
 
 
-def test_every_guest_has_the_agent_channel_and_addresses_come_from_the_agent(driver):
+def test_every_guest_has_the_agent_channel_and_addresses_come_from_the_agent(kernel_driver):
+    driver = kernel_driver
     instance = Instance(name="agent-unit", image="tiny", nics=(NIC(mac=MAC),))
     driver.spawn(instance, "tiny")
     (channel,) = _defined(instance.name).devices_of(Channel)
