@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed_arguments(p)
     add_max_arguments(p)
     add_resize_arguments(command(
-        sub, "resize", do_resize, help="grow the root disk, set vCPUs and memory (live within "
+        sub, "resize", Commands.do_resize, help="grow the root disk, set vCPUs and memory (live within "
         "the maximums given at boot, else power the guest off first)"))
 
     p = command(sub, "ssh", Commands.do_ssh,
@@ -455,6 +455,8 @@ class Commands:
                 "filesystem": " (file systems frozen by the guest agent)"}.get(consistency, "")
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
                       image=a.image_name, consistency=consistency)
+
+    do_resize = do_resize  # in virt/cli_resize.py with its arguments
 
     def do_volume_attach(self) -> None:
         a = self.args

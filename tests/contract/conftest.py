@@ -47,7 +47,8 @@ SAMPLES = {
     "acpi": "true", "apic": "true", "pae": "true", "nic_type": "e1000", "serial": "pty",
     "usb_tablet": "true", "vnc_bind_address": "127.0.0.1", "vnc_password": "s3cret",
     "use_localtime": "true", "disk_cache": "none", "disk_io": "native", "disk_prefix": "hd",
-    "cpu_mask": "0", "user_forwards": f"{MAC}=2222:22", "on_poweroff": "destroy",
+    "cpu_mask": "0", "max_vcpus": "2", "max_memory_mb": "256",
+    "user_forwards": f"{MAC}=2222:22", "on_poweroff": "destroy",
     "on_reboot": "restart", "on_crash": "preserve",
 }
 
