@@ -28,12 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from xml.sax.saxutils import escape
 
 import libvirt
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import remove_domain, transient_pool  # noqa: E402
+
 GUEST = os.path.join(ROOT, "build", "demo-guest")
 CLI = os.path.join(os.path.dirname(sys.executable), "virt-driver")
 CMDLINE = "console=ttyS0 panic=-1 demo.action=wait"
@@ -51,16 +54,6 @@ def run_measured(argv: list[str]) -> tuple[float, float, int]:
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss
 
 
-def remove_domain(conn: libvirt.virConnect, name: str) -> None:
-    try:
-        dom = conn.lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    if dom.isActive():
-        dom.destroy()
-    dom.undefine()
-
-
 def bench_dir(prefix: str, parent: str = "/tmp") -> tuple[str, list[str]]:
     """A new work directory and the virt-driver command whose state lives in it."""
     work = tempfile.mkdtemp(prefix=prefix, dir=parent)
@@ -70,12 +63,6 @@ def bench_dir(prefix: str, parent: str = "/tmp") -> tuple[str, list[str]]:
         f.write(f"[DEFAULT]\nvirt_type = qemu\nstate_path = {work}/state\n"
                 f"boot_file_dirs = {GUEST}\n[libvirt]\nshutdown_timeout = 0\n")
     return work, [CLI, "--config-file", config]
-
-
-def transient_pool(conn: libvirt.virConnect, name: str, directory: str) -> libvirt.virStoragePool:
-    return conn.storagePoolCreateXML(
-        f"<pool type='dir'><name>{escape(name)}</name>"
-        f"<target><path>{escape(directory)}</path></target></pool>", 0)
 
 
 class Sides:

@@ -35,7 +35,7 @@ import libvirt
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import remove_domain  # noqa: E402
+from benchmarks.common import remove_domain, transient_pool  # noqa: E402
 
 GUEST = os.path.join(ROOT, "build", "debian-guest")
 CLI = os.path.join(os.path.dirname(sys.executable), "virt-driver")
@@ -136,12 +136,21 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     subprocess.run([os.path.join(ROOT, "tools", "build-debian-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
-    os.makedirs("/var/lib/libvirt/boot", exist_ok=True)  # virt-install's seed ISOs
+    seeds = "/var/lib/libvirt/boot"  # where virt-install writes its seed ISOs
+    made_seeds = not os.path.isdir(seeds)
+    os.makedirs(seeds, exist_ok=True)
     work = tempfile.mkdtemp(prefix="bench-boot-ssh-", dir="/var/tmp")
     os.chmod(work, 0o755)  # QEMU runs as another user where libvirt is configured so
     conn = libvirt.open("qemu:///system")
     bench = Bench(work)
     ours, peer, destroys = [], [], []
+    # Transient pools for virt-install's directories: it leaves no persistent one behind.
+    pools = []
+    for i, directory in enumerate((work, seeds)):
+        try:
+            pools.append(transient_pool(conn, f"{PREFIX}pool-{i}", directory))
+        except libvirt.libvirtError:
+            pass  # a pool has the directory already: virt-install uses that one
     try:
         for i in range(rounds):
             def run_ours(i=i):
@@ -159,8 +168,12 @@ def main() -> None:
                 remove_domain(conn, dom.name())
         for i in range(rounds):
             subprocess.run([*bench.vd, "destroy", f"{PREFIX}vd-{i}"], capture_output=True)
+        for pool in pools:
+            pool.destroy()
         conn.close()
         shutil.rmtree(work, ignore_errors=True)
+        if made_seeds:
+            shutil.rmtree(seeds, ignore_errors=True)
     t_ours, t_peer = statistics.median(ours), statistics.median(peer)
     print(f"boot to SSH: virt-driver {t_ours:.1f} s median vs virt-install --cloud-init "
           f"{t_peer:.1f} s median (ratio {t_ours / t_peer:.2f}x, {rounds} paired rounds)")

@@ -36,3 +36,12 @@ def remove_domain(conn, name: str) -> None:
     if dom.isActive():
         dom.destroy()
     dom.undefine()
+
+
+def transient_pool(conn, name: str, directory: str):
+    """A storage pool for `directory` that lives until destroyed: virt-install would
+    otherwise define a persistent one for every directory of a disk outside a pool."""
+    from xml.sax.saxutils import escape
+    return conn.storagePoolCreateXML(
+        f"<pool type='dir'><name>{escape(name)}</name>"
+        f"<target><path>{escape(directory)}</path></target></pool>", 0)
