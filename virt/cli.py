@@ -172,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_seed_arguments(p)
     add_max_arguments(p)
     add_resize_arguments(command(
-        sub, "resize", Commands.do_resize, help="grow the root disk, set vCPUs and memory (live within "
-        "the maximums given at boot, else power the guest off first)"))
+        sub, "resize", Commands.do_resize, help="grow the root disk, set vCPUs and memory "
+        "(live within the maximums given at boot, else power the guest off first)"))
 
     p = command(sub, "ssh", Commands.do_ssh,
                 help="ssh to the guest (forwarded port, else its address)")
