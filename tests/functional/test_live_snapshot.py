@@ -87,6 +87,9 @@ def test_a_running_guest_is_copied_while_it_keeps_running(driver, store, system,
     domain_id, disks = dom.ID(), _disks(system, instance.name)
     states: queue.SimpleQueue = queue.SimpleQueue()
     driver.register_event_listener(lambda name, state: states.put((name, state)))
+    # A new listener is told the current states first; what comes after is the snapshot's.
+    while states.get(timeout=30) != (instance.name, "running"):
+        pass
     seen: list[float] = []
 
     driver.snapshot(instance, "lo-live", progress=seen.append)
