@@ -83,6 +83,7 @@ from virt.recovery import OperationMarker
 from virt.rollback import Rollback
 from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_image_name, check_instance_name, check_uuid, is_uuid
+from virt.volumecopy import make_copy
 
 if TYPE_CHECKING:
     from virt.imagecache import ImageCache
@@ -767,7 +768,7 @@ class LibvirtDriver(ComputeDriver):
         path = files.new_volume()
         with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
-                copy = volumes.make_copy(self.store, volume, fmt, staging)
+                copy = make_copy(self.store, volume, fmt, staging)
             except OSError as e:
                 raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
             try:

@@ -24,7 +24,6 @@ from virt import disk as diskpolicy
 from virt.domain import Disk, Domain
 from virt.errors import InvalidParameter
 from virt.instancefiles import InstanceFiles
-from virt.volumecopy import make_copy as make_copy  # the one copy rule of both backends
 
 T = TypeVar("T")
 DomainCall = Callable[[str, Callable[[libvirt.virDomain], T]], T]
