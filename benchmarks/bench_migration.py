@@ -70,10 +70,16 @@ def completed_stats(host: str) -> dict:
         conn.close()
 
 
-def prepare(dst: str, instance: dict) -> str:
+def image_digest(host: str) -> str:
+    """The digest by which another host proves it holds the same image."""
+    return {i["name"]: i["digest"] for i in cli(host, "image", "list", storage="local")}[IMAGE]
+
+
+def prepare(src: str, dst: str, instance: dict) -> str:
     """Block migration: the destination's driver makes base and empty overlay (untimed)."""
     out = cli(dst, "migrate-prepare", NAME, "--uuid", instance["uuid"], "--image", IMAGE,
-              "--disk-gb", str(instance["flavor"]["root_gb"]), storage="local")
+              "--disk-gb", str(instance["flavor"]["root_gb"]), "--image-digest",
+              image_digest(src), storage="local")
     return out["instances_path"]
 
 
@@ -81,7 +87,7 @@ def by_driver(src: str, dst: str, storage: str) -> dict:
     extra = []
     if storage == "local":
         instance = cli(src, "show", NAME, storage=storage)["instance"]
-        extra = ["--dest-instances-path", prepare(dst, instance)]
+        extra = ["--dest-instances-path", prepare(src, dst, instance)]
     wall, out = timed(lambda: cli(src, "migrate", NAME, bed("uri", dst), *extra,
                                   storage=storage))
     return {"wall": wall, "elapsed_ms": out["time_elapsed_ms"], "downtime_ms": out["downtime_ms"]}
@@ -91,7 +97,7 @@ def by_virsh(src: str, dst: str, storage: str) -> dict:
     flags, cleanup = list(VIRSH_FLAGS), None
     if storage == "local":   # the same destination XML the driver sends, by hand
         instance = cli(src, "show", NAME, storage=storage)["instance"]
-        dest_path, here = prepare(dst, instance), local_instances(src)
+        dest_path, here = prepare(src, dst, instance), local_instances(src)
         xmls = []
         for extra in ([], ["--inactive"]):
             xml = subprocess.run(["virsh", "-c", bed("uri", src), "dumpxml", "--migratable",
@@ -150,6 +156,7 @@ def chain_route(rounds: int) -> tuple[list[float], list[float], list[float]]:
     export, with_chain, from_store = [], [], []
     args = [NAME, "--uuid", "7d41a9c2-61e0-4f0b-8a53-000000000001", "--image", IMAGE]
     tarball = os.path.join(TMP, "chain.tar.gz")
+    same = ["--image-digest", image_digest("A")]  # B's copy came from A's chain
     for _ in range(rounds):
         if IMAGE in {i["name"] for i in cli("B", "image", "list", storage="local")}:
             cli("B", "image", "delete", IMAGE, storage="local")
@@ -158,7 +165,7 @@ def chain_route(rounds: int) -> tuple[list[float], list[float], list[float]]:
         with_chain.append(timed(lambda: cli("B", "migrate-prepare", *args, "--chain", tarball,
                                             storage="local"))[0])
         cli("B", "migrate-abandon", *args[:3], storage="local")
-        from_store.append(timed(lambda: cli("B", "migrate-prepare", *args,
+        from_store.append(timed(lambda: cli("B", "migrate-prepare", *args, *same,
                                             storage="local"))[0])
         cli("B", "migrate-abandon", *args[:3], storage="local")
         os.remove(tarball)

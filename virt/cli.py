@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "imported here first when this store lacks the image")
     p.add_argument("--seed-record", metavar="FILE",
                    help="the source's seed.json of a seeded instance: its seed is rebuilt here")
+    p.add_argument("--image-digest", metavar="KIND:HEX",
+                   help="the image's digest on the source ('image list --json' there): "
+                        "needed when this store already has an image of that name")
     p = command(sub, "migrate-abandon", Commands.do_migrate_abandon,
                 help="remove what migrate-prepare made, after a failed migration")
     p.add_argument("name")
@@ -284,7 +287,8 @@ class Commands:
             print(f"virt-driver: warning: {error}", file=sys.stderr)
         rows = [{"name": i.name, "format": i.format, "virtual_size": i.virtual_size,
                  "arch": i.properties.get("arch"), "sha256": i.sha256[:12]} for i in found]
-        self.out.result(found, lambda: print_table(rows, ["name", "format", "virtual_size",
+        records = [{**plain(i), "digest": i.digest} for i in found]
+        self.out.result(records, lambda: print_table(rows, ["name", "format", "virtual_size",
                                                           "arch", "sha256"]))
 
     def do_image_delete(self) -> None:
@@ -506,7 +510,8 @@ class Commands:
                 seed_record = f.read()
         with contextlib.ExitStack() as stack:
             chain = stack.enter_context(open(a.chain, "rb")) if a.chain else None
-            path = self.driver.prepare_incoming(instance, chain=chain, seed_record=seed_record)
+            path = self.driver.prepare_incoming(instance, chain=chain, seed_record=seed_record,
+                                                image_digest=a.image_digest)
         self.out.done(f"ready for {instance.name}: migrate with --dest-instances-path {path}",
                       name=instance.name, instances_path=path)
 

@@ -258,10 +258,11 @@ class ComputeDriver(abc.ABC):
         """
 
     def prepare_incoming(self, instance: Instance, chain: BinaryIO | None = None,
-                         seed_record: str | None = None) -> str:
+                         seed_record: str | None = None, image_digest: str | None = None) -> str:
         """Destination side of a block migration: the instance's disks made ready here
-        (`chain`: the source's image export, `seed_record`: its seed.json); the
-        instances path to migrate into."""
+        (`chain`: the source's image export, `seed_record`: its seed.json,
+        `image_digest`: the source's image digest, required when this host's store
+        already has an image of that name); the instances path to migrate into."""
         raise NotSupported(f"the {self.name} backend has no block migration: "
                            "use shared storage")
 

@@ -110,6 +110,20 @@ class StoredImage:
         """True when the file at `path` holds the recorded content (read and hashed)."""
         return file_sha256(path, self.hash) == self.sha256
 
+    @property
+    def digest(self) -> str:
+        """`KIND:HEX`: what another host compares to know it holds the same bytes."""
+        return f"{self.hash}:{self.sha256}"
+
+    def has_digest(self, digest: str) -> bool:
+        """Whether this image's leaf holds the content `digest` names; a digest of the
+        other hash kind is computed by reading the file (an older record's plain sha256)."""
+        kind, _, value = digest.partition(":")
+        if kind not in _HASHES or not _SHA256.fullmatch(value):
+            raise InvalidParameter(f"image digest {digest!r}: use KIND:HEX as 'image list "
+                                   f"--json' gives it, KIND one of {', '.join(_HASHES)}")
+        return value == (self.sha256 if kind == self.hash else file_sha256(self.path, kind))
+
 
 def file_sha256(path: str, kind: str = CONTENT_HASH) -> str:
     """The hash of the file's content, computed as `kind` says."""

@@ -977,12 +977,14 @@ class LibvirtDriver(ComputeDriver):
             return None
 
     def prepare_incoming(self, instance: Instance, chain: BinaryIO | None = None,
-                         seed_record: str | None = None) -> str:
+                         seed_record: str | None = None, image_digest: str | None = None) -> str:
         """Destination side of a block migration: the base from this host's cache
         (fetched from its image store, into which `chain`, the source's image
         export, is imported first when the image is not there), an empty
         overlay over it, which libvirt fills, and the seed rebuilt from the
-        source's seed_record. Returns this host's instances path for migrate()."""
+        source's seed_record. An image this store already had must carry the
+        source's `image_digest`: a name alone does not prove the same bytes.
+        Returns this host's instances path for migrate()."""
         files = self.instance_files(instance)
         self._check_name_free(instance.name)
         plan = None if seed_record is None else incoming.seed_plan(instance, seed_record)
@@ -993,7 +995,10 @@ class LibvirtDriver(ComputeDriver):
                         self.store, name, chain,
                         images.parse_size(self.conf.images.max_chain_import_size)):
                     undo.push(f"imported image {name}", lambda: self.store.delete(name))
-                image = self._image(name)
+                    image = self._image(name)
+                else:
+                    image = self._image(name)
+                    incoming.check_same_image(image, image_digest)
                 self._check_root_size(image.virtual_size, instance)
                 self.cache.fetch_base(image.name)
                 self._make_disks(files, image.name, instance, undo)

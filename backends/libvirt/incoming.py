@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from virt import seed
 from virt.errors import ImageNotFound, InvalidParameter
-from virt.imagestore import LocalImageStore
+from virt.imagestore import LocalImageStore, StoredImage
 from virt.instancefiles import SEED_RECORD_FILE
 from virt.objects import Instance
 
@@ -39,6 +39,25 @@ def import_missing_image(store: LocalImageStore, name: str, chain_file: BinaryIO
 
     chain.import_chain(chain_file, store, name, max_size=max_size)
     return True
+
+
+def check_same_image(image: StoredImage, digest: str | None) -> None:
+    """Refuse a stored image unless it holds the source's bytes: libvirt would lay
+    the source's overlay over another base, and the guest would read a disk that
+    never existed. A chain's leaf names its parents, which differ per store, so
+    only a single-file image can be compared; a chain comes again by --chain."""
+    again = ("give the source's 'image export' as --chain with an --image name this "
+             "host's store does not use")
+    if digest is None:
+        raise InvalidParameter(f"image {image.name} is in this host's store: give the "
+                               "source's image digest ('image list --json' there) to prove "
+                               f"it holds the same bytes, or {again}")
+    if image.backing_chain:
+        raise InvalidParameter(f"image {image.name} here is a chain: its bytes cannot be "
+                               f"compared with the source's digest; {again}")
+    if not image.has_digest(digest):
+        raise InvalidParameter(f"image {image.name} here is not the source's: digest "
+                               f"{image.digest[:30]}... here, {digest[:30]}... there; {again}")
 
 
 def seed_plan(instance: Instance, record: str) -> seed.SeedPlan:

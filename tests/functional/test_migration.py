@@ -269,7 +269,14 @@ def boot_local(name: str, guest, *extra: str) -> dict:
     return cli("A", "show", name, conf=local("A"))["instance"]
 
 
+def image_digest(host: str, name: str) -> str:
+    return {i["name"]: i["digest"] for i in cli(host, "image", "list", conf=local(host))}[name]
+
+
 def prepare(instance: dict, *extra: str) -> subprocess.CompletedProcess:
+    """migrate-prepare on B, with A's digest of the image unless `extra` says otherwise."""
+    if "--chain" not in extra and "--image-digest" not in extra:
+        extra += ("--image-digest", image_digest("A", instance["image"]))
     return run_cli("B", "migrate-prepare", instance["name"], "--uuid", instance["uuid"],
                    "--image", instance["image"], "--disk-gb",
                    str(instance["flavor"]["root_gb"]), *extra, conf=local("B"))
@@ -301,11 +308,22 @@ def test_block_migration_copies_the_overlay_to_the_destinations_own_storage(loca
     shutil.rmtree(local_dir("B") / uuid)
 
 
-def test_block_migration_needs_the_image_at_the_destination(local_hosts):
+def test_block_migration_needs_the_same_image_at_the_destination(local_hosts, tmp_path):
     instance = boot_local("mig-noimg", local_hosts)
+    digest = image_digest("A", IMAGE)
     cli("B", "image", "delete", IMAGE, conf=local("B"))
-    prepared = prepare(instance)
+    prepared = prepare(instance, "--image-digest", digest)
     assert prepared.returncode == 1 and IMAGE in prepared.stderr
+    # the same name on other bytes: the source's overlay must not land on that base
+    other = tmp_path / "other.raw"
+    other.write_bytes(Path(local_hosts.disk).read_bytes()[:-1] + b"!")
+    cli("B", "image", "import", IMAGE, str(other), "--format", "raw", conf=local("B"))
+    for extra in ((), ("--image-digest", digest)):
+        prepared = run_cli("B", "migrate-prepare", instance["name"], "--uuid",
+                           instance["uuid"], "--image", IMAGE, *extra, conf=local("B"))
+        assert prepared.returncode == 1, prepared.stdout
+        assert f"image {IMAGE}" in prepared.stderr and len(prepared.stderr.splitlines()) == 1
+    cli("B", "image", "delete", IMAGE, conf=local("B"))
     assert not (local_dir("B") / instance["uuid"]).exists()
     assert cli("A", "show", "mig-noimg", conf=local("A"))["state"] == "running"
 

@@ -3,6 +3,7 @@ from the source's record (backends/libvirt/incoming.py), with real qemu-img and 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 
@@ -130,6 +131,39 @@ def test_a_failed_prepare_removes_the_image_it_imported(dest):
         driver.prepare_incoming(_incoming(), chain=_exported(source, "img"),
                                 seed_record=_record(name="other"))
     assert driver.store.list() == []
+
+
+def test_an_image_already_here_must_carry_the_sources_digest(dest, tmp_path):
+    driver, source = dest
+    other = tmp_path / "other.raw"
+    with open(source.get("img").path, "rb") as f:
+        other.write_bytes(f.read().replace(b"the source's base", b"another base here"))
+    driver.store.import_image("img", str(other), "raw")
+    theirs = source.get("img").digest
+    for digest, refusal in ((None, "give the source's image digest"),
+                            (theirs, "img here is not the source's"),
+                            ("md5:1234", "use KIND:HEX")):
+        with pytest.raises(InvalidParameter, match=refusal):
+            driver.prepare_incoming(_incoming(), image_digest=digest)
+        assert not os.path.exists(os.path.join(driver.conf.instances_path, UUID))
+    # the chain is not read when the store has the name: the same refusal
+    with pytest.raises(InvalidParameter, match="img here is not the source's"):
+        driver.prepare_incoming(_incoming(), chain=_exported(source, "img"), image_digest=theirs)
+
+    driver.store.delete("img")
+    driver.store.import_image("img", source.get("img").path, "raw")
+    assert driver.prepare_incoming(_incoming(), image_digest=theirs)
+    driver.abandon_incoming(_incoming())
+
+
+def test_a_digest_of_the_plain_sha256_is_compared_by_reading_the_file(tmp_path):
+    store = _store_with_image(tmp_path, "img")
+    image = store.get("img")
+    with open(image.path, "rb") as f:
+        plain = hashlib.sha256(f.read()).hexdigest()
+    incoming.check_same_image(image, f"sha256:{plain}")
+    with pytest.raises(InvalidParameter, match="not the source's"):
+        incoming.check_same_image(image, "sha256:" + "0" * 64)
 
 
 def test_a_stopped_guest_is_not_block_migrated_and_a_suspended_one_not_at_all(dest):
