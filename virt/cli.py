@@ -554,10 +554,14 @@ class Commands:
 
 
 def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
-    from virt.conf import make_conf
+    """The configuration; a read command takes it from virt.confcache when still true."""
     cli_args = [arg for f in args.config_file for arg in ("--config-file", f)]
     overrides = {k: v for k, v in (("backend", args.backend), ("virt_type", args.virt_type),
                                    ("libvirt__connection_uri", args.connection_uri)) if v}
+    if args.reads_only:
+        from virt.confcache import resolved_conf
+        return resolved_conf(cli_args, overrides)
+    from virt.conf import make_conf
     return make_conf(cli_args, **overrides)
 
 
@@ -638,13 +642,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     Only errors that describe the operation or its input are caught: a bug
     (a ValueError, a KeyError from the code) shows as a traceback.
     """
-    from oslo_config import cfg  # loaded already by make_cli_conf
     try:
         Commands(args, conf).run()
-    except (UsageError, cfg.Error) as exc:
-        parser.print_usage(sys.stderr)
-        print(f"virt-driver: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return usage_error(parser, exc)
     except (VirtError, OSError) as exc:
         if args.debug:
             raise
@@ -653,7 +654,23 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except KeyboardInterrupt:
         print("virt-driver: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_config_error(exc):
+            raise
+        return usage_error(parser, exc)
     return EXIT_OK
+
+
+def usage_error(parser: argparse.ArgumentParser, exc: Exception) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"virt-driver: error: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def is_config_error(exc: Exception) -> bool:
+    """An oslo.config error; oslo.config is not imported for it (a read command skips it)."""
+    cfg = sys.modules.get("oslo_config.cfg")
+    return cfg is not None and isinstance(exc, cfg.Error)
 
 
 if __name__ == "__main__":
