@@ -258,8 +258,13 @@ class Commands:
     @property
     def driver(self) -> ComputeDriver:
         if self._driver is None:
-            from virt.driver import load_driver
-            self._driver = load_driver(self.conf)
+            from virt.driver import installed_backends, load_driver
+            # A read command keeps the backends' entry points for the next (virt/entrypoints.py).
+            cache_dir = None
+            if self.args.reads_only:
+                from virt.confcache import default_cache_dir
+                cache_dir = default_cache_dir()
+            self._driver = load_driver(self.conf, installed_backends(cache_dir))
         return self._driver
 
     def store(self) -> LocalImageStore:

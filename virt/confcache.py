@@ -56,14 +56,14 @@ def resolved_conf(args: Sequence[str], overrides: dict[str, Any],
     load = load or _make_conf
     cache_dir = cache_dir or default_cache_dir()
     inputs = describe_inputs(args, overrides)
-    record_path = _record_path(cache_dir, inputs) if cache_dir and inputs else None
-    if record_path:
-        values = read_record(record_path, inputs)
-        if values is not None:
-            return CachedConf(values, lambda: load(list(args), **overrides))
+    if not cache_dir or inputs is None:
+        return load(list(args), **overrides)
+    record_path = _record_path(cache_dir, inputs)
+    values = read_record(record_path, inputs)
+    if values is not None:
+        return CachedConf(values, lambda: load(list(args), **overrides))
     conf = load(list(args), **overrides)
-    if record_path:
-        write_record(record_path, inputs, conf)
+    write_record(record_path, inputs, conf)
     return conf
 
 
@@ -104,17 +104,26 @@ def _content_id(flag: str, path: str) -> str | list:
 
 
 def _record_path(cache_dir: str, inputs: dict) -> str:
-    """One record per set of config paths and overrides: an edit replaces it."""
-    slot = json.dumps([[f[:2] for f in inputs["files"]], inputs["overrides"]], sort_keys=True)
+    """One record per config paths, overrides and import path: an edit replaces it."""
+    slot = json.dumps([[f[:2] for f in inputs["files"]], inputs["overrides"],
+                       inputs["sys_path"]], sort_keys=True)
     return os.path.join(cache_dir, f"conf-{hashlib.sha256(slot.encode()).hexdigest()[:32]}.json")
 
 
 def read_record(path: str, inputs: dict) -> dict | None:
-    """The values of the record at `path` if it was made from `inputs`, else None.
+    """The option values of the record at `path` if it was made from `inputs`, else None."""
+    values = read_json_record(path, inputs)
+    if not isinstance(values, dict) or not isinstance(values.get("DEFAULT"), dict):
+        return None
+    return values
+
+
+def read_json_record(path: str, inputs: dict):
+    """The value of the record at `path` if it was made from `inputs` by unchanged code, else None.
 
     A record must be a regular file owned by this user and writable by no one
-    else (its values name directories the driver writes to); anything
-    unreadable or malformed is a miss.
+    else (configuration values name directories the driver writes to);
+    anything unreadable or malformed is a miss.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -128,10 +137,7 @@ def read_record(path: str, inputs: dict) -> dict | None:
             record = json.load(f)
         if record["inputs"] != inputs or not _code_unchanged(record["code"]):
             return None
-        values = record["values"]
-        if not isinstance(values, dict) or not isinstance(values.get("DEFAULT"), dict):
-            return None
-        return values
+        return record["value"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     finally:
@@ -156,7 +162,7 @@ def _code_unchanged(code: list) -> bool:
 
 def _code_identity() -> list[list]:
     """(path, inode, size, mtime_ns) of every loaded module that shapes the values."""
-    files = sorted({module.__file__ for name, module in list(sys.modules.items())
+    files = sorted({str(module.__file__) for name, module in list(sys.modules.items())
                     if (name in CODE_MODULES or name.startswith(CODE_PACKAGES))
                     and getattr(module, "__file__", None)})
     identity = []
@@ -186,20 +192,28 @@ def resolved_values(conf) -> dict[str, dict[str, Any]] | None:
 
 def write_record(path: str, inputs: dict, conf) -> None:
     """Keep conf's values for the next read command; a failure only costs that speed."""
+    values = resolved_values(conf)
+    if values is not None:
+        write_json_record(path, inputs, values, code=_code_identity())
+
+
+def write_json_record(path: str, inputs: dict, value, code: list | None = None) -> None:
+    """Write a record atomically, mode 0600, in a directory only this user may write.
+
+    code: (path, inode, size, mtime_ns) of files whose change makes the record stale.
+    A failure is logged and only costs the next command its speed.
+    """
     from virt.fileutils import atomic_write
     try:
-        values = resolved_values(conf)
-        if values is None:
-            return
-        data = json.dumps({"inputs": inputs, "code": _code_identity(), "values": values})
+        data = json.dumps({"inputs": inputs, "code": code or [], "value": value})
         directory = os.path.dirname(path)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if not _private_dir(path):
-            LOG.warning("configuration cache %s is writable by others: not used", directory)
+            LOG.warning("cache directory %s is writable by others: not used", directory)
             return
         atomic_write(path, data, mode=0o600)
     except (OSError, TypeError, ValueError) as exc:
-        LOG.info("configuration cache %s not written: %s", path, exc)
+        LOG.info("cache record %s not written: %s", path, exc)
 
 
 class CachedGroup:
@@ -231,9 +245,12 @@ class CachedConf(CachedGroup):
     def __init__(self, values: dict[str, dict[str, Any]], load: Callable[[], Any]):
         self._loaded = None
         self._load = load
-        self._groups = {name: CachedGroup(group, lambda name=name: self._oslo()[name])
+        self._groups = {name: CachedGroup(group, self._oslo_group(name))
                         for name, group in values.items() if name != "DEFAULT"}
         super().__init__(values["DEFAULT"], self._oslo)
+
+    def _oslo_group(self, name: str) -> Callable[[], Any]:
+        return lambda: self._oslo()[name]
 
     def _oslo(self):
         if self._loaded is None:

@@ -33,19 +33,9 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import (
-    blockvolumes,
-    guestinfo,
-    hotplug,
-    incoming,
-    livesnapshot,
-    migration,
-    resize,
-    usernet,
-    volumes,
-)
+from backends.libvirt import guestinfo
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
-from virt import forwards, images, seed
+from virt import forwards, seed
 from virt import params as params_contract
 from virt.bootfiles import resolve_boot_files
 from virt.capabilities import Capabilities
@@ -66,8 +56,8 @@ from virt.errors import (
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import SUPPORT, build_domain, instance_from_domain, interface_for, read_params
 from virt.hostprograms import allowed_programs, resolve_host_programs
-from virt.images import Progress
 from virt.instancefiles import InstanceFiles
+from virt.lazymodules import lazy_modules
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -83,11 +73,29 @@ from virt.recovery import OperationMarker
 from virt.rollback import Rollback
 from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_image_name, check_instance_name, check_uuid, is_uuid
-from virt.volumecopy import make_copy
 
 if TYPE_CHECKING:
+    from backends.libvirt import (
+        blockvolumes,
+        hotplug,
+        incoming,
+        livesnapshot,
+        migration,
+        resize,
+        usernet,
+        volumes,
+    )
+    from virt import images, volumecopy
     from virt.imagecache import ImageCache
+    from virt.images import Progress
     from virt.imagestore import LocalImageStore
+else:  # loaded on first use: list, show and host-info run none of them
+    (blockvolumes, hotplug, incoming, livesnapshot, migration, resize, usernet, volumes,
+     images, volumecopy) = lazy_modules(
+        *(f"backends.libvirt.{name}" for name in (
+            "blockvolumes", "hotplug", "incoming", "livesnapshot", "migration", "resize",
+            "usernet", "volumes")),
+        "virt.images", "virt.volumecopy")
 
 LOG = logging.getLogger(__name__)
 
@@ -768,7 +776,7 @@ class LibvirtDriver(ComputeDriver):
         path = files.new_volume()
         with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
-                copy = make_copy(self.store, volume, fmt, staging)
+                copy = volumecopy.make_copy(self.store, volume, fmt, staging)
             except OSError as e:
                 raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
             try:

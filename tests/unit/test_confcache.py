@@ -129,7 +129,7 @@ def test_a_record_with_forged_values_but_other_inputs_is_not_used(config, cache)
     cached(config)
     record = records(cache)[0]
     data = json.loads(record.read_text())
-    data["values"]["DEFAULT"]["state_path"] = "/etc"
+    data["value"]["DEFAULT"]["state_path"] = "/etc"
     data["inputs"]["files"][0][2] = "0" * 64
     record.write_text(json.dumps(data))
     assert resolved_conf(["--config-file", str(config)], {}).state_path.endswith("/one")
