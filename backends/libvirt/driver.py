@@ -266,27 +266,29 @@ class LibvirtDriver(ComputeDriver):
         return self._call("list the domains of", self.uri, names)
 
     def list_summaries(self) -> list[InstanceSummary]:
-        """Three calls for the host and one (the metadata) per domain, whatever their number."""
+        """Two calls for the host and one (the metadata) per domain, whatever their number.
+
+        The state statistics list every domain with its state, so they are the listing.
+        """
         def read(conn):
             owned = {}
-            for dom in conn.listAllDomains():
+            for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
                 with _vanishing_ignored():
                     meta = _metadata(dom)
-                    self._owned_names[dom.name()] = self._owns(meta)
-                    if self._owned_names[dom.name()]:
-                        owned[dom.name()] = meta
+                    name = dom.name()
+                    self._owned_names[name] = self._owns(meta)
+                    if self._owned_names[name]:
+                        owned[name] = meta, stats["state.state"]
             saved = {dom.name() for dom in conn.listAllDomains(
                 libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)}
-            states = {dom.name(): stats["state.state"]
-                      for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)}
-            return owned, saved, states
-        owned, saved, states = self._call("list the domains of", self.uri, read)
+            return owned, saved
+        owned, saved = self._call("list the domains of", self.uri, read)
         return [InstanceSummary(
                     name=name, uuid=meta.instance_uuid, image=meta.image,
-                    state=power_state(states[name], name in saved),
+                    state=power_state(state, name in saved),
                     vcpus=meta.flavor.vcpus if meta.flavor else None,
                     memory_mb=meta.flavor.memory_mb if meta.flavor else None)
-                for name, meta in sorted(owned.items()) if name in states]
+                for name, (meta, state) in sorted(owned.items())]
 
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         super().register_event_listener(callback)
