@@ -16,10 +16,18 @@ environment's PYTHONDONTWRITEBYTECODE is dropped for them and one untimed
 run of each writes the caches first (without them, compiling the project's
 modules costs virt-driver 100-400 ms a run).
 
-Run: .venv/bin/python benchmarks/bench_read_cli.py [ROUNDS] [GUESTS]
+Under load (other TCG guests on the host) wall times move with the
+scheduler; with --instructions each command also runs once under
+valgrind's callgrind, whose instruction count (Ir) does not. Read commands
+keep their resolved configuration and the backends' entry points in
+$XDG_CACHE_HOME/virt-driver (virt/confcache.py): the untimed first run
+writes them, as a user's first command would.
+
+Run: .venv/bin/python benchmarks/bench_read_cli.py [ROUNDS] [GUESTS] [--instructions]
 """
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -37,7 +45,7 @@ from virt.objects import Flavor, Instance
 
 CLI = os.path.join(os.path.dirname(sys.executable), "virt-driver")
 URI = "qemu:///system"
-PREFIX = "cl-bench-"
+PREFIX = f"cl-bench-{os.getpid()}-"  # removed after: only this run's guests
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 BARE_IMAGE_LIST = ("import json, os, sys\n"
                    "d = sys.argv[1]\n"
@@ -65,6 +73,18 @@ def run_measured(argv: list[str]) -> tuple[float, float, int]:
             sys.exit(f"{argv} failed: {proc.stderr.read().decode()}")
         proc.stderr.close()
         return elapsed, usage.ru_utime + usage.ru_stime, int(report.read().split()[-1])
+
+
+def instructions(argv: list[str]) -> int | None:
+    """Instructions one run of argv executes (callgrind's Ir); None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, env=ENV, check=True)
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    return int(found.group(1)) if found else None
 
 
 def paired(ours, peer, rounds: int) -> tuple[list, list]:
@@ -113,29 +133,47 @@ def remove_guests() -> None:
         conn.close()
 
 
+def bare_listing(conn) -> list:
+    """Names and info() of every domain, as list_summaries skips one undefined meanwhile."""
+    rows = []
+    for dom in conn.listAllDomains():
+        try:
+            rows.append((dom.name(), dom.info()))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return rows
+
+
 def in_process(conf, rounds: int) -> None:
     driver = load_driver(conf)
     conn = libvirt.open(URI)
 
+    def timed(fn):
+        """(wall, CPU of the process) seconds of fn()."""
+        start, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - start, time.process_time() - cpu
+
     def ours():
-        start = time.perf_counter()
-        driver.list_summaries()
-        return time.perf_counter() - start
+        return timed(driver.list_summaries)
 
     def bare():
-        start = time.perf_counter()
-        [(dom.name(), dom.info()) for dom in conn.listAllDomains()]
-        return time.perf_counter() - start
+        return timed(lambda: bare_listing(conn))
     ours(), bare()  # both connections open and warm
     a, b = paired(ours, bare, rounds * 4)
-    figures("in process: list_summaries", "bare listAllDomains + info()", a, b)
+    figures("in process: list_summaries", "bare listAllDomains + info()",
+            [w for w, _ in a], [w for w, _ in b])
+    figures("  CPU", "", [c for _, c in a], [c for _, c in b])
     conn.close()
     driver.close()
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+    counting = "--instructions" in sys.argv
+    positional = [a for a in sys.argv[1:] if not a.startswith("--")]
+    rounds = int(positional[0]) if positional else 15
+    count = int(positional[1]) if len(positional) > 1 else 30
     work = tempfile.mkdtemp(prefix="bench-read-", dir="/tmp")
     config = os.path.join(work, "virt-driver.conf")
     with open(config, "w") as f:
@@ -168,6 +206,11 @@ def main() -> None:
             figures("  CPU", "", [c for _, c, _ in ours], [c for _, c, _ in peer])
             print(f"  peak RSS {max(r for _, _, r in ours) / 1024:.1f} MiB vs "
                   f"{max(r for _, _, r in peer) / 1024:.1f} MiB")
+            if counting:
+                ir_ours, ir_peer = instructions(argv), instructions(peer_argv)
+                if ir_ours and ir_peer:
+                    print(f"  instructions {ir_ours / 1e6:.0f} M vs {ir_peer / 1e6:.0f} M: "
+                          f"ratio {ir_ours / ir_peer:.2f}x")
         in_process(conf, rounds)
     finally:
         remove_guests()

@@ -43,6 +43,18 @@ def _nova_installed() -> bool:
 collect_ignore = [] if _nova_installed() else ["nova"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_config_cache(tmp_path_factory):
+    """Read commands keep resolved configurations (virt/confcache.py) in the run's own cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
+
+
 def pytest_addoption(parser):
     parser.addoption("--regen-golden", action="store_true",
                      help="rewrite the golden files under tests/data instead of comparing")

@@ -87,7 +87,63 @@ def command(sub, name: str, handler: Callable[[Commands], None], *,
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The global options, for named_command(): those that take a value, and flags.
+GLOBAL_VALUE_OPTIONS = ("--config-file", "--backend", "--connection-uri", "--virt-type")
+GLOBAL_FLAGS = ("--json", "--debug")
+
+
+def named_command(argv: Sequence[str]) -> str | None:
+    """The command argv names, when plain to see: after global options written in full.
+
+    None for anything else (-h, --option=value, an abbreviation argparse would
+    accept, an option added since): the full parser decides then.
+    """
+    args = iter(argv)
+    for arg in args:
+        if arg in GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif arg not in GLOBAL_FLAGS:
+            return None if arg.startswith("-") else arg
+    return None
+
+
+class _OnlyCommand:
+    """The subparsers action's add_parser, building the parser of one command only."""
+
+    def __init__(self, sub, name: str):
+        self._sub = sub
+        self._name = name
+        self.built = False
+
+    def add_parser(self, name: str, **kwargs):
+        if name != self._name:
+            return _UNBUILT
+        self.built = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+class _Unbuilt:
+    """Stands for the parser of a command not built: every call is taken and ignored."""
+
+    def __getattr__(self, name: str):
+        return self._ignore
+
+    def _ignore(self, *args, **kwargs):
+        return self
+
+
+_UNBUILT = _Unbuilt()
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given argv, of the command it names only.
+
+    Building some forty parsers costs a read command a tenth of its
+    instructions; one is enough to parse a command line that names its
+    command plainly (named_command). An unknown command gets the full parser,
+    whose error lists the commands.
+    """
+    wanted = named_command(argv) if argv is not None else None
     parser = argparse.ArgumentParser(prog="virt-driver",
                                      description="Run guests on this host through virt-driver.")
     parser.add_argument("--config-file", action="append", default=[],
@@ -98,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--debug", action="store_true", help="log what the driver does")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if wanted is not None:
+        only = _OnlyCommand(sub, wanted)
+        _add_commands(only)
+        return parser if only.built else build_parser()
+    _add_commands(sub)
+    return parser
+
+
+def _add_commands(sub) -> None:
 
     image = sub.add_parser("image", help="manage the local image store")
     isub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -246,7 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
                 help="remove what killed operations left behind")
     p.add_argument("--path", action="append", default=[], metavar="DIR",
                    help="also a directory an export wrote into (its .vd-tmp- files)")
-    return parser
 
 
 # -- commands --------------------------------------------------------------------
@@ -261,8 +325,13 @@ class Commands:
     @property
     def driver(self) -> ComputeDriver:
         if self._driver is None:
-            from virt.driver import load_driver
-            self._driver = load_driver(self.conf)
+            from virt.driver import installed_backends, load_driver
+            # A read command keeps the backends' entry points for the next (virt/entrypoints.py).
+            cache_dir = None
+            if self.args.reads_only:
+                from virt.confcache import default_cache_dir
+                cache_dir = default_cache_dir()
+            self._driver = load_driver(self.conf, installed_backends(cache_dir))
         return self._driver
 
     def store(self) -> LocalImageStore:
@@ -559,10 +628,14 @@ class Commands:
 
 
 def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
-    from virt.conf import make_conf
+    """The configuration; a read command takes it from virt.confcache when still true."""
     cli_args = [arg for f in args.config_file for arg in ("--config-file", f)]
     overrides = {k: v for k, v in (("backend", args.backend), ("virt_type", args.virt_type),
                                    ("libvirt__connection_uri", args.connection_uri)) if v}
+    if args.reads_only:
+        from virt.confcache import resolved_conf
+        return resolved_conf(cli_args, overrides)
+    from virt.conf import make_conf
     return make_conf(cli_args, **overrides)
 
 
@@ -609,7 +682,7 @@ def logging_to(conf: cfg.ConfigOpts, debug: bool):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `virt-driver` process (argv None), or one command in a caller's process."""
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
         conf = make_cli_conf(args)
@@ -643,13 +716,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     Only errors that describe the operation or its input are caught: a bug
     (a ValueError, a KeyError from the code) shows as a traceback.
     """
-    from oslo_config import cfg  # loaded already by make_cli_conf
     try:
         Commands(args, conf).run()
-    except (UsageError, cfg.Error) as exc:
-        parser.print_usage(sys.stderr)
-        print(f"virt-driver: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return usage_error(parser, exc)
     except (VirtError, OSError) as exc:
         if args.debug:
             raise
@@ -658,7 +728,23 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except KeyboardInterrupt:
         print("virt-driver: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not is_config_error(exc):
+            raise
+        return usage_error(parser, exc)
     return EXIT_OK
+
+
+def usage_error(parser: argparse.ArgumentParser, exc: Exception) -> int:
+    parser.print_usage(sys.stderr)
+    print(f"virt-driver: error: {exc}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def is_config_error(exc: Exception) -> bool:
+    """An oslo.config error; oslo.config is not imported for it (a read command skips it)."""
+    cfg = sys.modules.get("oslo_config.cfg")
+    return cfg is not None and isinstance(exc, cfg.Error)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Iterable
-from importlib.metadata import entry_points
 from typing import Any, BinaryIO
 
 from virt import recovery
@@ -319,22 +318,33 @@ CONTRACT_METHODS = (*(
 
 
 class _InstalledBackends:
-    """The virt.backends entry points, each imported only when asked for."""
+    """The virt.backends entry points, each imported only when asked for.
 
-    def __init__(self):
-        self._points = {ep.name: ep for ep in entry_points(group=BACKEND_GROUP)}
+    cache_dir: keep the answer there for the next process (virt/entrypoints.py:
+    importlib.metadata only when a distribution changed); None reads it each time.
+    """
+
+    def __init__(self, cache_dir: str | None = None):
+        from virt import entrypoints
+        self._load = entrypoints.load
+        self._points = entrypoints.group_entry_points(BACKEND_GROUP, cache_dir)
 
     def __contains__(self, name: str) -> bool:
         return name in self._points
 
     def get(self, name: str) -> type[ComputeDriver] | None:
-        return self._points[name].load() if name in self._points else None
+        return self._load(self._points[name]) if name in self._points else None
 
     def __getitem__(self, name: str) -> type[ComputeDriver]:
-        return self._points[name].load()
+        return self._load(self._points[name])
 
     def __iter__(self):
         return iter(self._points)
+
+
+def installed_backends(cache_dir: str | None = None) -> _InstalledBackends:
+    """The installed backends for load_driver(); see _InstalledBackends for cache_dir."""
+    return _InstalledBackends(cache_dir)
 
 
 def load_driver(conf, backends=None) -> ComputeDriver:

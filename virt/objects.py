@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import uuid as uuidlib
 from dataclasses import dataclass, field
 
 
@@ -82,7 +81,7 @@ class Instance:
     name: str
     flavor: Flavor = field(default_factory=Flavor)
     image: str | None = None
-    uuid: str = field(default_factory=lambda: str(uuidlib.uuid4()))
+    uuid: str = field(default_factory=lambda: _new_uuid())
     kind: GuestKind = GuestKind.HVM
     # Instance params: kernel_path, boot_order, use_localtime, ... one contract
     # for every backend (virt/params.py).
@@ -148,3 +147,8 @@ class InstanceSummary:
     state: PowerState
     vcpus: int | None
     memory_mb: int | None
+
+
+def _new_uuid() -> str:
+    import uuid  # here: reading instances back (list, show) never makes one, and uuid is slow
+    return str(uuid.uuid4())

@@ -33,19 +33,9 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 import libvirt
 from lxml import etree
 
-from backends.libvirt import (
-    blockvolumes,
-    guestinfo,
-    hotplug,
-    incoming,
-    livesnapshot,
-    migration,
-    resize,
-    usernet,
-    volumes,
-)
+from backends.libvirt import guestinfo
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
-from virt import forwards, images, seed
+from virt import forwards, seed
 from virt import params as params_contract
 from virt.bootfiles import resolve_boot_files
 from virt.capabilities import Capabilities
@@ -66,8 +56,8 @@ from virt.errors import (
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
 from virt.guest import SUPPORT, build_domain, instance_from_domain, interface_for, read_params
 from virt.hostprograms import allowed_programs, resolve_host_programs
-from virt.images import Progress
 from virt.instancefiles import InstanceFiles
+from virt.lazymodules import lazy_modules
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -83,11 +73,29 @@ from virt.recovery import OperationMarker
 from virt.rollback import Rollback
 from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_image_name, check_instance_name, check_uuid, is_uuid
-from virt.volumecopy import make_copy
 
 if TYPE_CHECKING:
+    from backends.libvirt import (
+        blockvolumes,
+        hotplug,
+        incoming,
+        livesnapshot,
+        migration,
+        resize,
+        usernet,
+        volumes,
+    )
+    from virt import images, volumecopy
     from virt.imagecache import ImageCache
+    from virt.images import Progress
     from virt.imagestore import LocalImageStore
+else:  # loaded on first use: list, show and host-info run none of them
+    (blockvolumes, hotplug, incoming, livesnapshot, migration, resize, usernet, volumes,
+     images, volumecopy) = lazy_modules(
+        *(f"backends.libvirt.{name}" for name in (
+            "blockvolumes", "hotplug", "incoming", "livesnapshot", "migration", "resize",
+            "usernet", "volumes")),
+        "virt.images", "virt.volumecopy")
 
 LOG = logging.getLogger(__name__)
 
@@ -258,27 +266,29 @@ class LibvirtDriver(ComputeDriver):
         return self._call("list the domains of", self.uri, names)
 
     def list_summaries(self) -> list[InstanceSummary]:
-        """Three calls for the host and one (the metadata) per domain, whatever their number."""
+        """Two calls for the host and one (the metadata) per domain, whatever their number.
+
+        The state statistics list every domain with its state, so they are the listing.
+        """
         def read(conn):
             owned = {}
-            for dom in conn.listAllDomains():
+            for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
                 with _vanishing_ignored():
                     meta = _metadata(dom)
-                    self._owned_names[dom.name()] = self._owns(meta)
-                    if self._owned_names[dom.name()]:
-                        owned[dom.name()] = meta
+                    name = dom.name()
+                    self._owned_names[name] = self._owns(meta)
+                    if self._owned_names[name]:
+                        owned[name] = meta, stats["state.state"]
             saved = {dom.name() for dom in conn.listAllDomains(
                 libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)}
-            states = {dom.name(): stats["state.state"]
-                      for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)}
-            return owned, saved, states
-        owned, saved, states = self._call("list the domains of", self.uri, read)
+            return owned, saved
+        owned, saved = self._call("list the domains of", self.uri, read)
         return [InstanceSummary(
                     name=name, uuid=meta.instance_uuid, image=meta.image,
-                    state=power_state(states[name], name in saved),
+                    state=power_state(state, name in saved),
                     vcpus=meta.flavor.vcpus if meta.flavor else None,
                     memory_mb=meta.flavor.memory_mb if meta.flavor else None)
-                for name, meta in sorted(owned.items()) if name in states]
+                for name, (meta, state) in sorted(owned.items())]
 
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         super().register_event_listener(callback)
@@ -768,7 +778,7 @@ class LibvirtDriver(ComputeDriver):
         path = files.new_volume()
         with held_staging_dir(files.directory, "volume-" + target) as staging:
             try:
-                copy = make_copy(self.store, volume, fmt, staging)
+                copy = volumecopy.make_copy(self.store, volume, fmt, staging)
             except OSError as e:
                 raise VirtError(f"cannot copy volume {volume}: {e.strerror}") from None
             try:
