@@ -75,7 +75,7 @@ def our_domains(prefix: str) -> list[str]:
         conn.close()
 
 
-def write_conf(state: str) -> str:
+def write_conf(state: str, uri: str = SYSTEM_URI) -> str:
     path = os.path.join(state, "virt-driver.conf")
     with open(path, "w") as f:
         f.write(f"""[DEFAULT]
@@ -83,7 +83,7 @@ backend = libvirt
 virt_type = qemu
 state_path = {state}
 [libvirt]
-connection_uri = {SYSTEM_URI}
+connection_uri = {uri}
 shutdown_timeout = 30
 shutdown_retry_interval = 3
 wait_soft_reboot_seconds = 60
@@ -129,9 +129,13 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.state = tempfile.mkdtemp(prefix="nv-state-")
         os.chmod(self.state, 0o755)
         self.addCleanup(shutil.rmtree, self.state, True)
-        self.vd_conf = write_conf(self.state)
+        self.vd_conf = write_conf(self.state, self.virtdriver_uri())
         super().setUp()
         self.addCleanup(reap_leftovers, self.GUEST_PREFIX)
+
+    def virtdriver_uri(self) -> str:
+        """The libvirtd virtdriver's guests run on."""
+        return SYSTEM_URI
 
     def _setup_services(self):
         self.flags(compute_driver=self.compute_driver,

@@ -91,12 +91,20 @@ class PeerTestCase(NovaTestCase):
     """NovaTestCase with a second compute, "theirs", running Nova's own libvirt driver."""
 
     GUEST_PREFIX = PREFIX + "p-"
+    # virtdriver on a private libvirtd too: the machine's puts guests in its
+    # cgroup, where every other guest of the machine shares one CPU weight.
+    OURS_ON_PRIVATE_LIBVIRTD = False
 
     def setUp(self):
         self.libvirtd = self.useFixture(PrivateLibvirtd())
+        self.ours_libvirtd = (self.useFixture(PrivateLibvirtd())
+                              if self.OURS_ON_PRIVATE_LIBVIRTD else None)
         self.peer_instances = tempfile.mkdtemp(prefix="nv-peer-instances-")
         self.addCleanup(shutil.rmtree, self.peer_instances, True)
         super().setUp()
+
+    def virtdriver_uri(self) -> str:
+        return self.ours_libvirtd.uri if self.ours_libvirtd else super().virtdriver_uri()
 
     def _setup_services(self):
         for name, original in _UNPOISONED.items():
@@ -129,8 +137,10 @@ class PeerTestCase(NovaTestCase):
         self._delete_server(server)
 
     def assert_peer_left_nothing(self):
-        """No domain on the private libvirtd, no instance directory of Nova's driver."""
+        """No domain on the private libvirtds, no instance directory of Nova's driver."""
         self.assertEqual([], self.libvirtd.domains())
+        if self.ours_libvirtd:
+            self.assertEqual([], self.ours_libvirtd.domains())
         left = [n for n in os.listdir(self.peer_instances)
                 if n not in ("_base", "locks", "compute_nodes", "snapshots")]
         self.assertEqual([], left, f"left in {self.peer_instances}")
