@@ -54,7 +54,7 @@ class NovaCompare(PeerTestCase):
             for host in (OUR_HOST, PEER_HOST):
                 server = self.boot_on(host, image, flavor)
                 type(self).timings.setdefault(host, []).append(self.last_timing)
-                self.delete(server)
+                self._delete_server(server)
         self.assert_peer_left_nothing()
         self.assert_nothing_left()
 

@@ -28,7 +28,7 @@ import psutil
 
 # isort: off
 # tests.nova.base first: it sets Nova's threading mode before Nova is imported.
-from tests.nova.base import BOOT_TIMEOUT, PREFIX, NovaTestCase
+from tests.nova.base import PREFIX, NovaTestCase
 from nova.tests import fixtures as nova_fixtures
 import nova.virt.libvirt.host
 # isort: on
@@ -133,9 +133,6 @@ class PeerTestCase(NovaTestCase):
         driver = PEER_DRIVER if host == PEER_HOST else self.compute_driver
         return self.boot(image, flavor, availability_zone=f"nova:{host}", driver=driver)
 
-    def delete(self, server) -> None:
-        self._delete_server(server)
-
     def assert_peer_left_nothing(self):
         """No domain on the private libvirtds, no instance directory of Nova's driver."""
         self.assertEqual([], self.libvirtd.domains())
@@ -145,5 +142,3 @@ class PeerTestCase(NovaTestCase):
                 if n not in ("_base", "locks", "compute_nodes", "snapshots")]
         self.assertEqual([], left, f"left in {self.peer_instances}")
 
-
-__all__ = ["BOOT_TIMEOUT", "PEER_DRIVER", "PEER_HOST", "OUR_HOST", "PeerTestCase"]

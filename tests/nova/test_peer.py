@@ -19,6 +19,6 @@ class TestNovaLibvirtPeer(PeerTestCase):
         name = server["OS-EXT-SRV-ATTR:instance_name"]
         self.assertEqual([name], self.libvirtd.domains())  # on its libvirtd, not the machine's
         self.assertIn("demo.action=wait", self.console(server))  # the image's os_command_line
-        self.delete(server)
+        self._delete_server(server)
         self.assert_peer_left_nothing()
         self.assert_nothing_left()
