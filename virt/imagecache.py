@@ -82,6 +82,21 @@ class ImageCache:
             self._ensure(image, base, progress)
         return base
 
+    def ensure_base(self, image_name: str, progress: images.Progress | None = None) -> None:
+        """fetch_base, without the lock when the base is there already.
+
+        For a spawn, whose create_overlay follows and takes the lock anyway:
+        there it checks the base again, fetches it if a cleanup removed it
+        meanwhile, and records its user. A base appears only whole (a rename
+        or a link), so one seen here is complete; one lock a spawn, not two.
+        """
+        image = self.store.get(image_name)
+        base = self.base_path(image)
+        try:
+            _check_base(base, image.virtual_size)
+        except FileNotFoundError:
+            self.fetch_base(image_name, progress)
+
     def create_overlay(self, image_name: str, overlay: str, size: int | None = None,
                        progress: images.Progress | None = None) -> str:
         """Make `overlay`, a qcow2 overlay on the image's base, recorded as its user; the base.
