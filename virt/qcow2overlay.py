@@ -34,6 +34,7 @@ _FEATURES = ((0, 0, "dirty bit"), (0, 1, "corrupt bit"), (0, 2, "external data f
              (1, 0, "lazy refcounts"), (2, 0, "bitmaps"), (2, 1, "raw external data"))
 _BACKING_NAME_MAX = 1023  # the qcow2 specification's limit
 _REFCOUNT_TABLE_CLUSTER, _REFCOUNT_BLOCK_CLUSTER, _L1_CLUSTER = 1, 2, 3
+BACKING_FORMATS = ("raw", "qcow2")  # what the image cache's bases and the store hold
 
 
 def _padded(data: bytes) -> bytes:
@@ -46,6 +47,9 @@ def _extension(kind: int, data: bytes) -> bytes:
 
 def overlay_bytes(backing_file: str, backing_format: str, size: int) -> bytes:
     """The whole overlay file for a guest disk of `size` bytes (rounded up to 512)."""
+    if backing_format not in BACKING_FORMATS:
+        raise ImageError(f"backing format {backing_format!r}: an overlay written here "
+                         f"takes one of {', '.join(BACKING_FORMATS)}")
     if size <= 0:
         raise ImageError(f"overlay size {size}: give a positive number of bytes")
     size = -(-size // 512) * 512

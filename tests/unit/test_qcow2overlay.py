@@ -12,10 +12,10 @@ from virt.qcow2overlay import overlay_bytes
 from virt.units import GiB, MiB
 
 
-def qemu_img_overlay(tmp_path, backing: str, size: int) -> bytes:
+def qemu_img_overlay(tmp_path, backing: str, size: int, fmt: str = "raw") -> bytes:
     path = tmp_path / "by-qemu-img.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing,
-                    "-F", "raw", str(path), str(size)], check=True, env={"LC_ALL": "C"})
+                    "-F", fmt, str(path), str(size)], check=True, env={"LC_ALL": "C"})
     data = path.read_bytes()
     path.unlink()
     return data
@@ -26,6 +26,13 @@ def qemu_img_overlay(tmp_path, backing: str, size: int) -> bytes:
 @pytest.mark.parametrize("backing", ["/var/lib/virt-driver/_base/raw-0f", "/b/" + "n" * 1000])
 def test_bytes_are_those_of_qemu_img_create_u(tmp_path, size, backing):
     assert overlay_bytes(backing, "raw", size) == qemu_img_overlay(tmp_path, backing, size)
+
+
+def test_a_qcow2_backing_format_too_and_no_other(tmp_path):
+    expected = qemu_img_overlay(tmp_path, "/store/leaf.qcow2", GiB, "qcow2")
+    assert overlay_bytes("/store/leaf.qcow2", "qcow2", GiB) == expected
+    with pytest.raises(ImageError, match="backing format 'vmdk'"):
+        overlay_bytes("/store/x.vmdk", "vmdk", GiB)
 
 
 def test_an_overlay_is_made_with_no_qemu_img_to_run_and_qemu_reads_the_base(
