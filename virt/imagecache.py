@@ -14,8 +14,9 @@ users record, as the base's own would be the store file's.
 The stored image is checked before it becomes a base: unchanged since its
 record (same inode, size and modification time), or else read and hashed
 again; a mismatch is refused. Nothing slow runs under the lock once a base
-exists: overlays are made before it is taken (qemu-img -u, the base is not
-opened), and only the users record is written while it is held.
+exists: overlays are made before it is taken (written as qemu-img -u writes
+them, the base is not opened), and only the users record is written while it
+is held; a spawn takes it once (ensure_base does not when the base exists).
 
 Who uses a base. Every overlay is made by `create_overlay`, which creates
 the overlay and then, under the base's lock, makes sure the base is there
