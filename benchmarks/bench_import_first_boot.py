@@ -26,6 +26,8 @@ import time
 import libvirt
 from bench_boot_cli import CMDLINE, GUEST, HERE, ROOT, URI, bench_dir, remove_domain
 
+from benchmarks.common import run_as_installed
+
 MiB = 1 << 20
 
 
@@ -59,6 +61,7 @@ def main() -> None:
     args.add_argument("rounds", type=int, nargs="?", default=5)
     args.add_argument("--prefix", default="bench-first-")
     opts = args.parse_args()
+    run_as_installed()
     subprocess.run([os.path.join(ROOT, "tools", "build-demo-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
     work, vd = bench_dir("bench-import-", "/var/tmp")

@@ -14,8 +14,9 @@ users record, as the base's own would be the store file's.
 The stored image is checked before it becomes a base: unchanged since its
 record (same inode, size and modification time), or else read and hashed
 again; a mismatch is refused. Nothing slow runs under the lock once a base
-exists: overlays are made before it is taken (qemu-img -u, the base is not
-opened), and only the users record is written while it is held.
+exists: overlays are made before it is taken (written as qemu-img -u writes
+them, the base is not opened), and only the users record is written while it
+is held; a spawn takes it once (ensure_base does not when the base exists).
 
 Who uses a base. Every overlay is made by `create_overlay`, which creates
 the overlay and then, under the base's lock, makes sure the base is there
@@ -81,6 +82,21 @@ class ImageCache:
         with self._lock(os.path.basename(base)):
             self._ensure(image, base, progress)
         return base
+
+    def ensure_base(self, image_name: str, progress: images.Progress | None = None) -> None:
+        """fetch_base, without the lock when the base is there already.
+
+        For a spawn, whose create_overlay follows and takes the lock anyway:
+        there it checks the base again, fetches it if a cleanup removed it
+        meanwhile, and records its user. A base appears only whole (a rename
+        or a link), so one seen here is complete; one lock a spawn, not two.
+        """
+        image = self.store.get(image_name)
+        base = self.base_path(image)
+        try:
+            _check_base(base, image.virtual_size)
+        except FileNotFoundError:
+            self.fetch_base(image_name, progress)
 
     def create_overlay(self, image_name: str, overlay: str, size: int | None = None,
                        progress: images.Progress | None = None) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from virt.errors import ImageError, InvalidParameter, UnsafeImage
 from virt.fileutils import atomic_target
+from virt.qcow2overlay import write_overlay
 from virt.validation import ACCEPTED_IMAGE_FORMATS
 
 if TYPE_CHECKING:
@@ -117,15 +118,19 @@ def create_cow_image(backing_file: str, path: str, size: int | str | None = None
                      backing_format: str = "raw", open_backing: bool = True) -> None:
     """Create a qcow2 overlay on `backing_file`; its format is given, never probed.
 
-    open_backing=False (qemu-img -u, `size` required): the backing file is
-    neither opened nor required to exist yet; the caller answers for it.
+    open_backing=False (`size` required): the backing file is neither opened
+    nor required to exist yet; the caller answers for it. The file is then
+    written here as `qemu-img create -u` writes it (virt.qcow2overlay), with
+    no process to start.
     """
     if not open_backing and size is None:
         raise InvalidParameter("an overlay made without opening its backing file needs a size")
-    args = ["create", "-q", "-f", "qcow2", *([] if open_backing else ["-u"]),
-            "-b", os.path.abspath(backing_file), "-F", backing_format]
     with atomic_target(path) as tmp:
-        qemu_img(*args, tmp, *([str(parse_size(size))] if size is not None else []))
+        if not open_backing:
+            write_overlay(tmp, os.path.abspath(backing_file), backing_format, parse_size(size))
+            return
+        qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(backing_file),
+                 "-F", backing_format, tmp, *([str(parse_size(size))] if size is not None else []))
 
 
 def info(path: str, fmt: str) -> ImageInfo:

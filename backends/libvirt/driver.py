@@ -392,7 +392,7 @@ class LibvirtDriver(ComputeDriver):
                 image = self._image(image_id)
                 self._check_root_size(image.virtual_size, instance)
                 arch = self._guest_arch(image.properties)
-                self.cache.fetch_base(image_id)  # converted now: a failure names the image
+                self.cache.ensure_base(image_id)  # converted now: a failure names the image
                 step = "xml"
                 seed_plan = seed.plan(instance, nics)
                 xml = self._domain_xml(instance, files, nics, list(block_devices), arch,
@@ -402,14 +402,16 @@ class LibvirtDriver(ComputeDriver):
                 if seed_plan is not None:
                     seed.write(seed_plan, files.directory)
                 step = "define"
-                self._call("define", instance.name, lambda conn: conn.defineXML(xml))
+                dom = self._call("define", instance.name, lambda conn: conn.defineXML(xml))
                 self._owned_names[instance.name] = True
                 undo.push("definition", lambda: self._undefine(instance.name))
                 step = "start"
-                self._with_domain(instance.name, "start", lambda dom: dom.create())
+                self._call("start", instance.name, lambda conn: _defined(conn, dom).create())
                 undo.push("running domain", lambda: self._hard_stop(instance.name))
                 step = "wait"
-                self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT)
+                self._wait_for(instance.name, {PowerState.RUNNING}, START_TIMEOUT,
+                               read=lambda: self._call("read the state of", instance.name,
+                                                       lambda conn: _defined(conn, dom).state()))
                 marker.release()
         except (InvalidParameter, NotSupported):
             raise  # the caller's input: said as it is, never as a failed step
@@ -1056,9 +1058,12 @@ class LibvirtDriver(ComputeDriver):
         return Domain.from_xml(self._with_domain(
             name, "read the definition of", lambda dom: dom.XMLDesc(flags)))
 
-    def _wait_for(self, name: str, states: set[PowerState], timeout: float) -> PowerState:
+    def _wait_for(self, name: str, states: set[PowerState], timeout: float,
+                  read: Callable[[], list[int]] | None = None) -> PowerState:
+        """read: the domain's state() without the lookup by name (a domain just defined)."""
         deadline = time.monotonic() + timeout
-        while (state := self._state(name)) not in states:
+        while (state := self._state(name) if read is None
+               else power_state(read()[0])) not in states:
             if time.monotonic() >= deadline:
                 raise Timeout(f"instance {name!r} is {state.value} after {timeout:g} s, "
                               f"not {' or '.join(sorted(s.value for s in states))}")
@@ -1083,6 +1088,14 @@ def _translate(error: libvirt.libvirtError, action: str, name: str) -> VirtError
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         return InvalidState(f"cannot {action} {name}: {message}")
     return HypervisorError(f"cannot {action} {name}: {message}")
+
+
+def _defined(conn: libvirt.virConnect, dom: libvirt.virDomain) -> libvirt.virDomain:
+    """The domain this spawn defined, on `conn`: the object defineXML returned, or its
+    UUID looked up on a new connection (after a reconnect). Bound to that UUID, a
+    domain someone else defined under the same name meanwhile is never touched, and
+    no lookup by name or ownership check costs two calls each time."""
+    return dom if dom.connect() is conn else conn.lookupByUUIDString(dom.UUIDString())
 
 
 def _with_kernel_hint(params: dict[str, str], hint: str | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from tests.support.faults import report, sha256s
 from tests.support.guests import SYSTEM_URI
 
 BOOT_STEPS = [
-    "qemu-img create after",  # the instance's overlay is complete, not yet renamed
+    "py virt.images:write_overlay",  # the overlay's held temporary exists, not yet renamed
     "py virt.imagecache:os.link",  # the overlay exists, the raw base is being linked
     "py virt.imagecache:ImageCache._write_users",  # base and overlay exist, user not recorded
     "py backends.libvirt.driver:LibvirtDriver._wait_for",  # defined and started

@@ -294,3 +294,32 @@ def test_an_image_reimported_during_a_fetch_cannot_poison_the_base(cache, tmp_pa
         f.seek(1 << 20)
         assert f.read(65536) == b"\x77" * 65536  # raw: the guest's bytes, as checked
     assert not [e for e in os.listdir(cache.store.directory) if e.startswith(".vd-tmp-")]
+
+
+def test_ensure_base_takes_no_lock_when_the_base_is_there_and_checks_it(cache):
+    base = cache.fetch_base("base-image")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import select
+        import sys
+        from oslo_concurrency import lockutils
+        with lockutils.lock("virt-driver-image-{os.path.basename(base)}", external=True,
+                            lock_path={cache.lock_path!r}):
+            print("held", flush=True)
+            select.select([sys.stdin], [], [], 60)  # until the test is done, or 60 s
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        cache.ensure_base("base-image")  # would wait for the holder if it took the lock
+        assert holder.poll() is None
+    finally:
+        holder.communicate("done\n", timeout=60)
+    with open(base, "r+b") as f:
+        f.truncate(1 << 30)
+    with pytest.raises(UnsafeImage, match="is not the 16777216-byte raw file"):
+        cache.ensure_base("base-image")
+
+
+def test_ensure_base_fetches_a_missing_base(cache):
+    cache.ensure_base("base-image")
+    base = cache.base_path(cache.store.get("base-image"))
+    assert reads_pattern(base, "raw", 0x77, 1 << 20, 65536)

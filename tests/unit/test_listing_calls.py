@@ -137,3 +137,16 @@ def test_capabilities_are_read_once_per_connection(conf, calls):
         assert calls["virConnectGetVersion"] == 1, calls
     finally:
         driver.close()
+
+
+def test_a_spawn_finds_the_domain_it_defined_without_lookups(conf, guests, calls):
+    driver = guests(0)
+    calls.clear()
+    driver.spawn(Instance(name="cl-spawn-0", image="tiny", flavor=Flavor(memory_mb=64, vcpus=1)),
+                 "tiny")
+    # One lookup, before the definition (is the name free?); create and the wait for
+    # RUNNING act on the object defineXML returned, with no ownership check to repeat.
+    assert calls["virDomainLookupByName"] == 1, calls
+    assert calls["virDomainGetMetadata"] == 0, calls
+    assert (calls["virDomainDefineXML"], calls["virDomainCreate"]) == (1, 1), calls
+    assert driver.get_info(driver.get_instance("cl-spawn-0")).state is PowerState.RUNNING
