@@ -84,7 +84,8 @@ def command(sub, name: str, handler: Callable[[Commands], None], *,
     at once after its output (see exit_now). done_on_return: it changes the
     host, but all it wrote is durable and closed, every lock released, when
     its handler returns or raises (boot: spawn's rollback runs before it
-    raises), so it may end at once too.
+    raises), so it may end at once too. Both are the commands whose start
+    counts, so both take their configuration from virt.confcache.
     """
     parser = sub.add_parser(name, **kwargs)
     parser.set_defaults(handler=handler, reads_only=reads_only,
@@ -332,9 +333,10 @@ class Commands:
     def driver(self) -> ComputeDriver:
         if self._driver is None:
             from virt.driver import installed_backends, load_driver
-            # A read command keeps the backends' entry points for the next (virt/entrypoints.py).
+            # Read commands and boot keep the backends' entry points for the next
+            # (virt/entrypoints.py).
             cache_dir = None
-            if self.args.reads_only:
+            if self.args.exits_at_once:
                 from virt.confcache import default_cache_dir
                 cache_dir = default_cache_dir()
             self._driver = load_driver(self.conf, installed_backends(cache_dir))
@@ -634,11 +636,11 @@ class Commands:
 
 
 def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
-    """The configuration; a read command takes it from virt.confcache when still true."""
+    """The configuration; read commands and boot take it from virt.confcache when still true."""
     cli_args = [arg for f in args.config_file for arg in ("--config-file", f)]
     overrides = {k: v for k, v in (("backend", args.backend), ("virt_type", args.virt_type),
                                    ("libvirt__connection_uri", args.connection_uri)) if v}
-    if args.reads_only:
+    if args.exits_at_once:
         from virt.confcache import resolved_conf
         return resolved_conf(cli_args, overrides)
     from virt.conf import make_conf

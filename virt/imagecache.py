@@ -46,12 +46,11 @@ import struct
 import time
 from collections.abc import Iterable
 
-from oslo_concurrency import lockutils
-
 from virt import images
 from virt.errors import ImageError, UnsafeImage
 from virt.fileutils import atomic_write, fsync_path, remove_quietly
 from virt.imagestore import LocalImageStore, StoredImage
+from virt.locks import external_lock
 
 LOG = logging.getLogger(__name__)
 
@@ -225,8 +224,7 @@ class ImageCache:
         atomic_write(self._users_path(base), json.dumps(sorted(set(users)), indent=1))
 
     def _lock(self, key: str):
-        return lockutils.lock(f"virt-driver-image-{key}", external=True,
-                              lock_path=self.lock_path)
+        return external_lock(self.lock_path, f"virt-driver-image-{key}")
 
 
 def _check_base(base: str, virtual_size: int) -> None:

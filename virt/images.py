@@ -123,12 +123,14 @@ def create_cow_image(backing_file: str, path: str, size: int | str | None = None
     written here as `qemu-img create -u` writes it (virt.qcow2overlay), with
     no process to start.
     """
-    if not open_backing and size is None:
-        raise InvalidParameter("an overlay made without opening its backing file needs a size")
-    with atomic_target(path) as tmp:
-        if not open_backing:
+    if not open_backing:
+        if size is None:
+            raise InvalidParameter("an overlay made without opening its backing file needs "
+                                   "a size")
+        with atomic_target(path) as tmp:
             write_overlay(tmp, os.path.abspath(backing_file), backing_format, parse_size(size))
-            return
+        return
+    with atomic_target(path) as tmp:
         qemu_img("create", "-q", "-f", "qcow2", "-b", os.path.abspath(backing_file),
                  "-F", backing_format, tmp, *([str(parse_size(size))] if size is not None else []))
 

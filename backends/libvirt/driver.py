@@ -58,6 +58,7 @@ from virt.guest import SUPPORT, build_domain, instance_from_domain, interface_fo
 from virt.hostprograms import allowed_programs, resolve_host_programs
 from virt.instancefiles import InstanceFiles
 from virt.lazymodules import lazy_modules
+from virt.locks import external_lock
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -816,12 +817,9 @@ class LibvirtDriver(ComputeDriver):
                              live: bool) -> None:
         """Give the guest an allowed host block device that no one else uses."""
         device = blockvolumes.allowed_device(volume, self.conf.volume_block_devices, fmt)
-        from oslo_concurrency import lockutils  # only attaching a host device needs it
-
         # one check and attach at a time on this host: two guests never get one device
-        with lockutils.lock("virt-driver-block-volumes", external=True,
-                            lock_path=self.conf.oslo_concurrency.lock_path
-                            or self.conf.lock_path):
+        with external_lock(self.conf.oslo_concurrency.lock_path or self.conf.lock_path,
+                           "virt-driver-block-volumes"):
             self._call("check the users of", volume,
                        lambda conn: blockvolumes.refuse_if_in_use(conn, device))
             volumes.attach(lambda action, fn: self._with_domain(name, action, fn),

@@ -7,7 +7,6 @@ import os
 import threading
 
 import pytest
-from oslo_concurrency import lockutils
 
 from tests.support.images import qemu_io, reads_pattern
 from virt import contenthash, imagestore
@@ -15,6 +14,7 @@ from virt.contenthash import CHUNK, ContentHash, file_content_hash
 from virt.errors import UnsafeImage
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore, file_sha256
+from virt.locks import external_lock
 
 
 def by_definition(data: bytes) -> str:
@@ -129,9 +129,7 @@ def test_an_overlay_is_made_before_the_lock_of_its_base_is_taken(cache, sparse_r
     base = cache.fetch_base("sparse")
     overlay = tmp_path / "disk"
     made = []
-    lock = lockutils.lock(f"virt-driver-image-{os.path.basename(base)}", external=True,
-                          lock_path=cache.lock_path)
-    with lock:
+    with external_lock(cache.lock_path, f"virt-driver-image-{os.path.basename(base)}"):
         worker = threading.Thread(target=lambda: made.append(
             cache.create_overlay("sparse", str(overlay))))
         worker.start()

@@ -51,3 +51,12 @@ def test_a_write_command_loads_oslo_config_and_writes_no_record(tmp_path):
     records = sorted(os.listdir(tmp_path / "cache" / "virt-driver"))
     assert "oslo_config" in loaded_by(tmp_path, "cache-cleanup")
     assert sorted(os.listdir(tmp_path / "cache" / "virt-driver")) == records
+
+
+def test_boot_takes_the_cached_configuration_too(tmp_path):
+    loaded_by(tmp_path, "list")                 # writes the records
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(1 << 20))
+    loaded_by(tmp_path, "image", "import", "img", str(disk), "--format", "raw")
+    loaded = loaded_by(tmp_path, "boot", "ri-boot", "--image", "img", "--memory", "64")
+    assert not {m for m in loaded if m.startswith(("oslo_config", "importlib.metadata"))}
