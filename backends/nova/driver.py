@@ -28,10 +28,10 @@ from nova.objects import fields as obj_fields
 from nova.virt import configdrive, hardware
 from nova.virt import driver as nova_driver
 from nova.virt import images as nova_images
-from oslo_concurrency import lockutils
 from oslo_config import cfg
 from oslo_serialization import jsonutils
 
+from backends.nova.imagecache import GlanceImages
 from backends.nova.vifs import nics_from_network_info
 from virt.conf import make_conf
 from virt.driver import load_driver
@@ -44,6 +44,7 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import atomic_target
+from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
 from virt.objects import Flavor, Instance, PowerState, SeedConfig
 from virt.validation import check_uuid
@@ -55,7 +56,6 @@ CONF.register_opts([
                help="virt-driver's own configuration (backend, virt_type, paths)."),
 ], group="virtdriver")
 
-GLANCE_PREFIX = "glance-"
 # Glance disk formats of root disks -> the store's import formats (ami: a raw disk).
 DISK_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc", "ami": "raw"}
 _IMAGE_TYPES = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vpc": "vhd"}
@@ -75,7 +75,8 @@ def capabilities_for(allowed_formats) -> dict[str, bool]:
             caps[f"supports_image_type_{_IMAGE_TYPES[fmt]}"] = True
     # Kernels and ramdisks are boot files (see _boot_file); machine images raw disks.
     caps.update(supports_image_type_aki=True, supports_image_type_ari=True,
-                supports_image_type_ami="raw" in allowed_formats)
+                supports_image_type_ami="raw" in allowed_formats,
+                has_imagecache=True)  # manage_image_cache removes unused Glance images
     return caps
 
 
@@ -104,6 +105,8 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
         self.conf.set_override("boot_file_dirs", [*self.conf.boot_file_dirs, self.boot_dir])
         self.driver = load_driver(self.conf)
         self.store = LocalImageStore.from_conf(self.conf)  # the store every backend reads
+        self.glance_images = GlanceImages(self.store, self.boot_dir,
+                                          os.path.join(self.conf.state_path, "nova-image-cache"))
         self.capabilities = capabilities_for(self.conf.images.allowed_formats)
         self._image_api = glance.API()
 
@@ -207,13 +210,15 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                         instance=instance)
         image_id = image_meta.id
         try:
-            root = self._store_image(context, image_id, image_meta.disk_format)
-            params = self._boot_params(context, instance, image_meta)
-            nics = nics_from_network_info(network_info)
-            virt_instance = _ref(instance, image=root, params=params,
-                                 seed=_seed(instance) if configdrive.required_by(instance)
-                                 else None)
-            self.driver.spawn(virt_instance, root, nics)
+            # Until the guest's disk exists, the image cache pass must leave its images.
+            with self.glance_images.using([image_id, instance.kernel_id, instance.ramdisk_id]):
+                root = self._store_image(context, image_id, image_meta.disk_format)
+                params = self._boot_params(context, instance, image_meta)
+                nics = nics_from_network_info(network_info)
+                virt_instance = _ref(instance, image=root, params=params,
+                                     seed=_seed(instance) if configdrive.required_by(instance)
+                                     else None)
+                self.driver.spawn(virt_instance, root, nics)
         except UnsafeImage as e:
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from None
         except (SpawnError, InvalidParameter, ImageNotFound) as e:
@@ -243,9 +248,9 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
         and QEMU only ever loads these files, it never opens them as disks.
         """
         uuid = check_uuid(image_id, "kernel or ramdisk image id")
-        path = os.path.join(self.boot_dir, uuid)
+        path = self.glance_images.boot_file(uuid)
         os.makedirs(self.boot_dir, 0o755, exist_ok=True)
-        with lockutils.lock(f"virtdriver-boot-{uuid}"):
+        with self.glance_images.lock(uuid):
             if not os.path.isfile(path):
                 with atomic_target(path) as tmp:
                     nova_images.fetch(context, uuid, tmp)
@@ -254,13 +259,13 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
 
     def _store_image(self, context, image_id: str, disk_format: str | None) -> str:
         """The store image of a Glance image, fetched and imported (inspected) if new."""
-        name = GLANCE_PREFIX + image_id
+        name = self.glance_images.store_name(image_id)
         fmt = DISK_FORMATS.get(disk_format or "")
         if fmt is None:
             raise InvalidParameter(f"image {image_id}: disk format {disk_format!r} is not "
                                    f"supported; use one of {', '.join(DISK_FORMATS)}")
         store = self.store
-        with lockutils.lock(f"virtdriver-{name}"):
+        with self.glance_images.lock(image_id):
             with contextlib.suppress(ImageNotFound):
                 store.get(name)
                 return name
@@ -283,6 +288,25 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
         self.driver.destroy(_ref(instance), destroy_disks=destroy_disks)
+
+    # -- image cache: Nova's periodic pass -------------------------------------
+
+    @_translated
+    def manage_image_cache(self, context, all_instances):
+        """Remove the Glance images (and their bases) no instance sharing this storage
+        uses, as [image_cache] remove_unused_base_images and
+        remove_unused_original_minimum_age_seconds say."""
+        if not CONF.image_cache.remove_unused_base_images:
+            return
+        min_age = CONF.image_cache.remove_unused_original_minimum_age_seconds
+        used = {image_id for instance in all_instances
+                for image_id in (instance.image_ref, instance.kernel_id, instance.ramdisk_id)
+                if image_id}
+        removed = self.glance_images.remove_unused(used, min_age)
+        disks = [files.disk for files in self.driver.all_instance_files()]
+        bases = ImageCache.from_conf(self.conf).cleanup(disks, min_age)
+        if removed or bases:
+            LOG.info("image cache: removed Glance images %s and bases %s", removed, bases)
 
     # -- power ----------------------------------------------------------------
 
