@@ -39,6 +39,7 @@ from virt.errors import (
     ImageNotFound,
     InstanceNotFound,
     InvalidParameter,
+    NotSupported,
     SpawnError,
     UnsafeImage,
     VirtError,
@@ -46,7 +47,7 @@ from virt.errors import (
 from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
-from virt.objects import Flavor, Instance, PowerState, SeedConfig
+from virt.objects import Flavor, GuestKind, Instance, PowerState, SeedConfig
 from virt.validation import check_uuid
 
 LOG = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ def _translated(method):
             return method(self, *args, **kwargs)
         except InstanceNotFound as e:
             raise exception.InstanceNotFound(instance_id=str(e)) from None
+        except NotSupported as e:  # this backend cannot: Nova's "not implemented"
+            raise NotImplementedError(str(e)) from None
         except VirtError as e:
             raise exception.NovaException(str(e)) from None
     return call
@@ -194,7 +197,10 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
 
     @_translated
     def get_console_output(self, context, instance):
-        return self.driver.get_console_output(_ref(instance))
+        """Bytes, as Nova's own drivers give: the compute manager encodes a str as
+        latin-1, and any other character a guest prints (cloud-init's '…') would end
+        the API call in an error."""
+        return self.driver.get_console_output(_ref(instance)).encode("utf-8")
 
     # -- spawn and destroy -----------------------------------------------------
 
@@ -216,6 +222,7 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                 params = self._boot_params(context, instance, image_meta)
                 nics = nics_from_network_info(network_info)
                 virt_instance = _ref(instance, image=root, params=params,
+                                     kind=self._guest_kind(instance, image_meta),
                                      seed=_seed(instance) if configdrive.required_by(instance)
                                      else None)
                 self.driver.spawn(virt_instance, root, nics)
@@ -227,6 +234,20 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from None
         except VirtError as e:
             raise exception.NovaException(str(e)) from None
+
+    def _guest_kind(self, instance, image_meta) -> GuestKind:
+        """The image's hw_vm_mode (xen: paravirtualised); without one, a Xen guest booted
+        from a kernel image is paravirtualised (as Nova's Xen drivers booted aki
+        images), every other guest fully virtualised."""
+        mode = image_meta.properties.get("hw_vm_mode")
+        if mode is None:
+            xen_kernel = self.conf.virt_type == "xen" and bool(instance.kernel_id)
+            return GuestKind.PV if xen_kernel else GuestKind.HVM
+        kinds = {obj_fields.VMMode.XEN: GuestKind.PV, obj_fields.VMMode.HVM: GuestKind.HVM}
+        if mode not in kinds:
+            raise InvalidParameter(f"image property hw_vm_mode={mode!r} is not supported: "
+                                   "use hvm or xen")
+        return kinds[mode]
 
     def _boot_params(self, context, instance, image_meta) -> dict[str, str]:
         """Kernel and ramdisk (aki/ari images) and the command line of a direct boot."""

@@ -93,6 +93,25 @@ console_log_max_bytes = 4194304
     return path
 
 
+def write_xm_conf(state: str) -> str:
+    """virt-driver's configuration for the xm backend, its toolstack the double (xl)
+    whose bin directory the caller puts first on PATH."""
+    path = os.path.join(state, "virt-driver.conf")
+    with open(path, "w") as f:
+        f.write(f"""[DEFAULT]
+backend = xm
+virt_type = xen
+state_path = {state}
+[xm]
+toolstack = xl
+config_dir = {state}/etc-xen
+log_dir = {state}/log
+shutdown_timeout = 1
+reboot_timeout = 3
+""")
+    return path
+
+
 def record_timing(driver: str, to_active: float, to_first_line: float) -> None:
     """Append one boot's figures to build/nova-timings.jsonl (read by the benchmark)."""
     os.makedirs(TIMINGS.parent, exist_ok=True)
@@ -129,9 +148,12 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.state = tempfile.mkdtemp(prefix="nv-state-")
         os.chmod(self.state, 0o755)
         self.addCleanup(shutil.rmtree, self.state, True)
-        self.vd_conf = write_conf(self.state)
+        self.vd_conf = self.virt_driver_conf()
         super().setUp()
         self.addCleanup(reap_leftovers, self.GUEST_PREFIX)
+
+    def virt_driver_conf(self) -> str:
+        return write_conf(self.state)
 
     def _setup_services(self):
         self.flags(compute_driver=self.compute_driver,
