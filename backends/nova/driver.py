@@ -48,6 +48,7 @@ from virt.fileutils import atomic_target
 from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
 from virt.objects import Flavor, GuestKind, Instance, PowerState, SeedConfig
+from virt.seedinput import check_user_data
 from virt.validation import check_uuid
 
 LOG = logging.getLogger(__name__)
@@ -216,6 +217,10 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                         instance=instance)
         image_id = image_meta.id
         try:
+            seed = _seed(instance) if configdrive.required_by(instance) else None
+        except InvalidParameter as e:  # the tenant's request, not the image
+            raise exception.InvalidInput(reason=str(e)) from None
+        try:
             # Until the guest's disk exists, the image cache pass must leave its images.
             with self.glance_images.using([image_id, instance.kernel_id, instance.ramdisk_id]):
                 root = self._store_image(context, image_id, image_meta.disk_format)
@@ -223,8 +228,7 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                 nics = nics_from_network_info(network_info)
                 virt_instance = _ref(instance, image=root, params=params,
                                      kind=self._guest_kind(instance, image_meta),
-                                     seed=_seed(instance) if configdrive.required_by(instance)
-                                     else None)
+                                     seed=seed)
                 self.driver.spawn(virt_instance, root, nics)
         except UnsafeImage as e:
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from None
@@ -400,7 +404,8 @@ def _ref(instance, **fields) -> Instance:
 
 
 def _seed(instance) -> SeedConfig:
-    """The config drive of an instance: its key pair and user data."""
+    """The config drive of an instance: its key pair and user data (checked here, so that
+    a refusal names the request rather than the image)."""
     user_data = None
     if instance.user_data:
         try:
@@ -409,6 +414,7 @@ def _seed(instance) -> SeedConfig:
             raise InvalidParameter("user data: give text (cloud-config or a script); "
                                    "binary user data is not written to the config drive"
                                    ) from None
+        user_data = check_user_data(user_data, "user data")
     return SeedConfig(format="configdrive", hostname=instance.hostname or None,
                       ssh_keys=(instance.key_data,) if instance.key_data else (),
                       user_data=user_data)

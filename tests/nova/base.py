@@ -212,14 +212,14 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
 
     # -- servers ----------------------------------------------------------------
 
-    def boot(self, image: str, flavor: str, networks="none", **body):
+    def boot(self, image: str, flavor: str, networks="none", name=None, **body):
         """A server of the demo guest, ACTIVE and its console showing it is ready.
 
         body: more fields of the request (config_drive, key_name, user_data).
         """
         start = time.monotonic()
         server = self.api.post_server({"server": dict(self._build_server(
-            image_uuid=image, flavor_id=flavor, networks=networks), **body)})
+            name=name, image_uuid=image, flavor_id=flavor, networks=networks), **body)})
         server = self.wait_for_status(server, "ACTIVE")
         active = time.monotonic()
         self.wait_for_console(server, "boot")
@@ -228,10 +228,10 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.wait_for_console(server, "ready")
         return server
 
-    def failed_boot(self, image: str, flavor: str, networks="none") -> str:
+    def failed_boot(self, image: str, flavor: str, networks="none", **body) -> str:
         """Boot that must end in ERROR; the fault's message."""
-        server = self.api.post_server({"server": self._build_server(
-            image_uuid=image, flavor_id=flavor, networks=networks)})
+        server = self.api.post_server({"server": dict(self._build_server(
+            image_uuid=image, flavor_id=flavor, networks=networks), **body)})
         server = self.wait_for_status(server, "ERROR")
         self.api.delete_server(server["id"])
         self._wait_until_deleted(server)

@@ -11,7 +11,13 @@ import fixtures
 
 # isort: off
 # tests.nova.base first: it sets Nova's threading mode before Nova is imported.
-from tests.nova.base import PREFIX, NovaTestCase, write_xm_conf
+from tests.nova.base import (
+    DEMO_CMDLINE,
+    DEMO_GUEST_DIR,
+    PREFIX,
+    NovaTestCase,
+    write_xm_conf,
+)
 from nova.tests.functional.api import client
 # isort: on
 from tests.xm_double import DoubleHost
@@ -134,4 +140,54 @@ class TestXmServer(NovaTestCase):
         self._delete_server(server)
         self.assertEqual({}, self.double.domains())
         self.assertEqual([], os.listdir(os.path.join(self.state, "etc-xen")))
+        self.assert_nothing_left()
+
+
+class TestHostileTenantInput(NovaTestCase):
+    """What a tenant controls through Nova's API and Glance: refused with a fault that
+    names it, or carried through verbatim; never interpreted, nothing left behind."""
+
+    def test_odd_command_line_user_data_and_kernel(self):
+        flavor = self.demo_flavor()
+        self.flags(max_attempts=1, group="scheduler")  # one host: the fault is the driver's
+        kernel = self.upload(str(DEMO_GUEST_DIR / "vmlinuz"), "aki")
+        ramdisk = self.upload(str(DEMO_GUEST_DIR / "initrd.img"), "ari")
+        disk = str(DEMO_GUEST_DIR / "disk.raw")
+
+        def image(cmdline=DEMO_CMDLINE, kernel_id=kernel):
+            return self.upload(disk, "raw", kernel_id=kernel_id, ramdisk_id=ramdisk,
+                               os_command_line=cmdline, architecture="x86_64")
+
+        # A command line on two lines: refused before anything is made.
+        fault = self.failed_boot(image(DEMO_CMDLINE + "\ninit=/bin/sh"), flavor)
+        self.assertIn("kernel_args", fault)
+        self.assertIn("printable characters", fault)
+        self.assert_nothing_left()
+
+        # A "kernel" that is a disk image: QEMU refuses it, the fault says so.
+        fault = self.failed_boot(image(kernel_id=self.upload(disk, "aki")), flavor)
+        self.assertIn("spawn failed at step 'start'", fault)
+        self.assert_nothing_left()
+
+        # User data that is neither cloud-config nor a script: the fault names the user
+        # data, not the image.
+        fault = self.failed_boot(image(), flavor, config_drive=True, user_data=base64.b64encode(
+            b"<script>alert(1)</script>").decode())
+        self.assertIn("user data", fault)
+        self.assertIn("#cloud-config", fault)
+        self.assertNotIn("Image", fault)
+        self.assert_nothing_left()
+
+        # User data over Nova's limit never reaches the driver.
+        with self.assertRaises(client.OpenStackApiException) as raised:
+            self.api.post_server({"server": dict(self._build_server(
+                image_uuid=image(), flavor_id=flavor, networks="none"),
+                user_data=base64.b64encode(b"#!/bin/sh\n" + b"#" * 65536).decode())})
+        self.assertEqual(400, raised.exception.response.status_code)
+
+        # XML and shell metacharacters in the command line reach the kernel verbatim.
+        odd = "nv.odd=<x/>&amp;'$(id)`;]]>"
+        server = self.boot(image(f"{DEMO_CMDLINE} {odd}"), flavor, name="<b>&'$(id)`")
+        self.assertIn(odd, self.console(server))
+        self._delete_server(server)
         self.assert_nothing_left()
