@@ -31,6 +31,8 @@ import libvirt  # noqa: E402
 import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
 # isort: on
 
+import fixtures  # noqa: E402
+
 import backends.libvirt.driver  # noqa: E402,F401
 from tests.support.guests import (  # noqa: E402
     BUILD_DEMO_GUEST,
@@ -39,6 +41,7 @@ from tests.support.guests import (  # noqa: E402
     SYSTEM_URI,
     run_tool,
 )
+from tests.xm_double import DoubleHost  # noqa: E402
 
 PREFIX = "nv-"  # every guest of these tests; each test class has its own under it
 COMPUTE_DRIVER = "virtdriver.VirtDriverComputeDriver"
@@ -75,13 +78,13 @@ def our_domains(prefix: str) -> list[str]:
         conn.close()
 
 
-def write_conf(state: str) -> str:
-    path = os.path.join(state, "virt-driver.conf")
-    with open(path, "w") as f:
-        f.write(f"""[DEFAULT]
+# virt-driver's configuration per backend; xm's toolstack is the double (xl), whose bin
+# directory the test puts first on PATH.
+CONFS = {
+    "libvirt": f"""[DEFAULT]
 backend = libvirt
 virt_type = qemu
-state_path = {state}
+state_path = {{state}}
 [libvirt]
 connection_uri = {SYSTEM_URI}
 shutdown_timeout = 30
@@ -89,16 +92,8 @@ shutdown_retry_interval = 3
 wait_soft_reboot_seconds = 60
 # Every boot's kernel log stays readable through the API (tests count boots in it).
 console_log_max_bytes = 4194304
-""")
-    return path
-
-
-def write_xm_conf(state: str) -> str:
-    """virt-driver's configuration for the xm backend, its toolstack the double (xl)
-    whose bin directory the caller puts first on PATH."""
-    path = os.path.join(state, "virt-driver.conf")
-    with open(path, "w") as f:
-        f.write(f"""[DEFAULT]
+""",
+    "xm": """[DEFAULT]
 backend = xm
 virt_type = xen
 state_path = {state}
@@ -108,8 +103,23 @@ config_dir = {state}/etc-xen
 log_dir = {state}/log
 shutdown_timeout = 1
 reboot_timeout = 3
-""")
+""",
+}
+
+
+def write_conf(state: str, backend: str = "libvirt") -> str:
+    path = os.path.join(state, "virt-driver.conf")
+    with open(path, "w") as f:
+        f.write(CONFS[backend].format(state=state))
     return path
+
+
+def xm_on_double(test, state: str) -> tuple[DoubleHost, str]:
+    """The toolstack double first on PATH for `test`, and virt-driver's xm configuration."""
+    double = DoubleHost(os.path.join(state, "double"))
+    test.useFixture(fixtures.EnvironmentVariable(
+        "PATH", double.bin_dir + os.pathsep + os.environ["PATH"]))
+    return double, write_conf(state, "xm")
 
 
 def record_timing(driver: str, to_active: float, to_first_line: float) -> None:

@@ -20,7 +20,6 @@ import unittest
 
 # isort: off
 # tests.nova.base first: it sets Nova's threading mode before Nova is imported.
-from tests.xm_double import DoubleHost
 from tests.nova.base import (
     COMPUTE_DRIVER,
     DEMO_GUEST_DIR,
@@ -28,9 +27,8 @@ from tests.nova.base import (
     _Prepared,
     reap_leftovers,
     write_conf,
-    write_xm_conf,
+    xm_on_double,
 )
-import fixtures
 from nova import test
 from nova.tests.unit import utils as test_utils
 from nova.tests.unit.virt import test_virt_drivers
@@ -101,10 +99,7 @@ class XmVirtDriverContractTestCase(VirtDriverContractTestCase):
     BACKEND = "xm"
 
     def virt_driver_conf(self) -> str:
-        double = DoubleHost(os.path.join(self.state, "double"))
-        self.useFixture(fixtures.EnvironmentVariable(
-            "PATH", double.bin_dir + os.pathsep + os.environ["PATH"]))
-        return write_xm_conf(self.state)
+        return xm_on_double(self, self.state)[1]
 
 
 _network_info = test_utils.get_test_network_info

@@ -20,7 +20,7 @@ import time
 
 # isort: off
 # tests.nova.base first: it sets Nova's threading mode before Nova is imported.
-from tests.nova.base import NovaTestCase, TIMINGS
+from tests.nova.base import PREFIX, TIMINGS, NovaTestCase
 # isort: on
 
 from tests.support.debian import CMDLINE, GUEST_DIR
@@ -43,6 +43,8 @@ def sha256_fingerprint(public_key: str) -> str:
 
 
 class TestDebianServer(NovaTestCase):
+
+    GUEST_PREFIX = PREFIX + "d-"  # its own: other classes reap theirs while it boots
 
     def upload_debian(self) -> str:
         run_tool("building the Debian guest",

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 
-import fixtures
-
 # isort: off
 # tests.nova.base first: it sets Nova's threading mode before Nova is imported.
 from tests.nova.base import (
@@ -16,11 +14,10 @@ from tests.nova.base import (
     DEMO_GUEST_DIR,
     PREFIX,
     NovaTestCase,
-    write_xm_conf,
+    xm_on_double,
 )
 from nova.tests.functional.api import client
 # isort: on
-from tests.xm_double import DoubleHost
 
 
 class TestBusyboxServer(NovaTestCase):
@@ -112,10 +109,8 @@ class TestXmServer(NovaTestCase):
     GUEST_PREFIX = PREFIX + "x-"
 
     def virt_driver_conf(self) -> str:
-        self.double = DoubleHost(os.path.join(self.state, "double"))
-        self.useFixture(fixtures.EnvironmentVariable(
-            "PATH", self.double.bin_dir + os.pathsep + os.environ["PATH"]))
-        return write_xm_conf(self.state)
+        self.double, conf = xm_on_double(self, self.state)
+        return conf
 
     def test_boot_stop_start_reboot_pause_and_delete(self):
         image = self.upload_demo_guest()
