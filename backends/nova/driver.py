@@ -198,10 +198,11 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
 
     @_translated
     def get_console_output(self, context, instance):
-        """Bytes, as Nova's own drivers give: the compute manager encodes a str as
-        latin-1, and any other character a guest prints (cloud-init's '…') would end
-        the API call in an error."""
-        return self.driver.get_console_output(_ref(instance)).encode("utf-8")
+        """The log's UTF-8 bytes, one character each: the compute manager encodes the str
+        as latin-1 (getting the bytes back, as from Nova's libvirt driver), where any
+        other character a guest prints (cloud-init's '…') would end the API call in an
+        error; Nova's contract suite asks for a str."""
+        return self.driver.get_console_output(_ref(instance)).encode("utf-8").decode("latin-1")
 
     # -- spawn and destroy -----------------------------------------------------
 

@@ -180,9 +180,13 @@ class TestHostileTenantInput(NovaTestCase):
                 user_data=base64.b64encode(b"#!/bin/sh\n" + b"#" * 65536).decode())})
         self.assertEqual(400, raised.exception.response.status_code)
 
-        # XML and shell metacharacters in the command line reach the kernel verbatim.
+        # XML and shell metacharacters in the command line reach the kernel verbatim; a
+        # character beyond latin-1 comes back through the API as Nova shows any non-ASCII
+        # byte (U+FFFD), not as an API error.
         odd = "nv.odd=<x/>&amp;'$(id)`;]]>"
-        server = self.boot(image(f"{DEMO_CMDLINE} {odd}"), flavor, name="<b>&'$(id)`")
+        server = self.boot(image(f"{DEMO_CMDLINE} {odd} nv.dots=\u2026"), flavor,
+                           name="<b>&'$(id)`")
         self.assertIn(odd, self.console(server))
+        self.assertIn("nv.dots=\ufffd\ufffd\ufffd", self.console(server))
         self._delete_server(server)
         self.assert_nothing_left()
