@@ -28,10 +28,10 @@ from nova.objects import fields as obj_fields
 from nova.virt import configdrive, hardware
 from nova.virt import driver as nova_driver
 from nova.virt import images as nova_images
-from oslo_concurrency import lockutils
 from oslo_config import cfg
 from oslo_serialization import jsonutils
 
+from backends.nova.imagecache import GlanceImages
 from backends.nova.vifs import nics_from_network_info
 from virt.conf import make_conf
 from virt.driver import load_driver
@@ -39,13 +39,16 @@ from virt.errors import (
     ImageNotFound,
     InstanceNotFound,
     InvalidParameter,
+    NotSupported,
     SpawnError,
     UnsafeImage,
     VirtError,
 )
 from virt.fileutils import atomic_target
+from virt.imagecache import ImageCache
 from virt.imagestore import LocalImageStore
-from virt.objects import Flavor, Instance, PowerState, SeedConfig
+from virt.objects import Flavor, GuestKind, Instance, PowerState, SeedConfig
+from virt.seedinput import check_user_data
 from virt.validation import check_uuid
 
 LOG = logging.getLogger(__name__)
@@ -55,7 +58,6 @@ CONF.register_opts([
                help="virt-driver's own configuration (backend, virt_type, paths)."),
 ], group="virtdriver")
 
-GLANCE_PREFIX = "glance-"
 # Glance disk formats of root disks -> the store's import formats (ami: a raw disk).
 DISK_FORMATS = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vhd": "vpc", "ami": "raw"}
 _IMAGE_TYPES = {"qcow2": "qcow2", "raw": "raw", "vmdk": "vmdk", "vpc": "vhd"}
@@ -75,7 +77,8 @@ def capabilities_for(allowed_formats) -> dict[str, bool]:
             caps[f"supports_image_type_{_IMAGE_TYPES[fmt]}"] = True
     # Kernels and ramdisks are boot files (see _boot_file); machine images raw disks.
     caps.update(supports_image_type_aki=True, supports_image_type_ari=True,
-                supports_image_type_ami="raw" in allowed_formats)
+                supports_image_type_ami="raw" in allowed_formats,
+                has_imagecache=True)  # manage_image_cache removes unused Glance images
     return caps
 
 
@@ -87,6 +90,8 @@ def _translated(method):
             return method(self, *args, **kwargs)
         except InstanceNotFound as e:
             raise exception.InstanceNotFound(instance_id=str(e)) from None
+        except NotSupported as e:  # this backend cannot: Nova's "not implemented"
+            raise NotImplementedError(str(e)) from None
         except VirtError as e:
             raise exception.NovaException(str(e)) from None
     return call
@@ -104,6 +109,8 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
         self.conf.set_override("boot_file_dirs", [*self.conf.boot_file_dirs, self.boot_dir])
         self.driver = load_driver(self.conf)
         self.store = LocalImageStore.from_conf(self.conf)  # the store every backend reads
+        self.glance_images = GlanceImages(self.store, self.boot_dir,
+                                          os.path.join(self.conf.state_path, "nova-image-cache"))
         self.capabilities = capabilities_for(self.conf.images.allowed_formats)
         self._image_api = glance.API()
 
@@ -191,7 +198,11 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
 
     @_translated
     def get_console_output(self, context, instance):
-        return self.driver.get_console_output(_ref(instance))
+        """The log's UTF-8 bytes, one character each: the compute manager encodes the str
+        as latin-1 (getting the bytes back, as from Nova's libvirt driver), where any
+        other character a guest prints (cloud-init's '…') would end the API call in an
+        error; Nova's contract suite asks for a str."""
+        return self.driver.get_console_output(_ref(instance)).encode("utf-8").decode("latin-1")
 
     # -- spawn and destroy -----------------------------------------------------
 
@@ -207,13 +218,19 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                         instance=instance)
         image_id = image_meta.id
         try:
-            root = self._store_image(context, image_id, image_meta.disk_format)
-            params = self._boot_params(context, instance, image_meta)
-            nics = nics_from_network_info(network_info)
-            virt_instance = _ref(instance, image=root, params=params,
-                                 seed=_seed(instance) if configdrive.required_by(instance)
-                                 else None)
-            self.driver.spawn(virt_instance, root, nics)
+            seed = _seed(instance) if configdrive.required_by(instance) else None
+        except InvalidParameter as e:  # the tenant's request, not the image
+            raise exception.InvalidInput(reason=str(e)) from None
+        try:
+            # Until the guest's disk exists, the image cache pass must leave its images.
+            with self.glance_images.using([image_id, instance.kernel_id, instance.ramdisk_id]):
+                root = self._store_image(context, image_id, image_meta.disk_format)
+                params = self._boot_params(context, instance, image_meta)
+                nics = nics_from_network_info(network_info)
+                virt_instance = _ref(instance, image=root, params=params,
+                                     kind=self._guest_kind(instance, image_meta),
+                                     seed=seed)
+                self.driver.spawn(virt_instance, root, nics)
         except UnsafeImage as e:
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from None
         except (SpawnError, InvalidParameter, ImageNotFound) as e:
@@ -222,6 +239,20 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
             raise exception.ImageUnacceptable(image_id=image_id, reason=str(e)) from None
         except VirtError as e:
             raise exception.NovaException(str(e)) from None
+
+    def _guest_kind(self, instance, image_meta) -> GuestKind:
+        """The image's hw_vm_mode (xen: paravirtualised); without one, a Xen guest booted
+        from a kernel image is paravirtualised (as Nova's Xen drivers booted aki
+        images), every other guest fully virtualised."""
+        mode = image_meta.properties.get("hw_vm_mode")
+        if mode is None:
+            xen_kernel = self.conf.virt_type == "xen" and bool(instance.kernel_id)
+            return GuestKind.PV if xen_kernel else GuestKind.HVM
+        kinds = {obj_fields.VMMode.XEN: GuestKind.PV, obj_fields.VMMode.HVM: GuestKind.HVM}
+        if mode not in kinds:
+            raise InvalidParameter(f"image property hw_vm_mode={mode!r} is not supported: "
+                                   "use hvm or xen")
+        return kinds[mode]
 
     def _boot_params(self, context, instance, image_meta) -> dict[str, str]:
         """Kernel and ramdisk (aki/ari images) and the command line of a direct boot."""
@@ -243,9 +274,9 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
         and QEMU only ever loads these files, it never opens them as disks.
         """
         uuid = check_uuid(image_id, "kernel or ramdisk image id")
-        path = os.path.join(self.boot_dir, uuid)
+        path = self.glance_images.boot_file(uuid)
         os.makedirs(self.boot_dir, 0o755, exist_ok=True)
-        with lockutils.lock(f"virtdriver-boot-{uuid}"):
+        with self.glance_images.lock(uuid):
             if not os.path.isfile(path):
                 with atomic_target(path) as tmp:
                     nova_images.fetch(context, uuid, tmp)
@@ -254,13 +285,13 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
 
     def _store_image(self, context, image_id: str, disk_format: str | None) -> str:
         """The store image of a Glance image, fetched and imported (inspected) if new."""
-        name = GLANCE_PREFIX + image_id
+        name = self.glance_images.store_name(image_id)
         fmt = DISK_FORMATS.get(disk_format or "")
         if fmt is None:
             raise InvalidParameter(f"image {image_id}: disk format {disk_format!r} is not "
                                    f"supported; use one of {', '.join(DISK_FORMATS)}")
         store = self.store
-        with lockutils.lock(f"virtdriver-{name}"):
+        with self.glance_images.lock(image_id):
             with contextlib.suppress(ImageNotFound):
                 store.get(name)
                 return name
@@ -283,6 +314,25 @@ class VirtDriverComputeDriver(nova_driver.ComputeDriver):
                 destroy_disks=True, migrate_data=None, destroy_vifs=True,
                 destroy_secrets=True):
         self.driver.destroy(_ref(instance), destroy_disks=destroy_disks)
+
+    # -- image cache: Nova's periodic pass -------------------------------------
+
+    @_translated
+    def manage_image_cache(self, context, all_instances):
+        """Remove the Glance images (and their bases) no instance sharing this storage
+        uses, as [image_cache] remove_unused_base_images and
+        remove_unused_original_minimum_age_seconds say."""
+        if not CONF.image_cache.remove_unused_base_images:
+            return
+        min_age = CONF.image_cache.remove_unused_original_minimum_age_seconds
+        used = {image_id for instance in all_instances
+                for image_id in (instance.image_ref, instance.kernel_id, instance.ramdisk_id)
+                if image_id}
+        removed = self.glance_images.remove_unused(used, min_age)
+        disks = [files.disk for files in self.driver.all_instance_files()]
+        bases = ImageCache.from_conf(self.conf).cleanup(disks, min_age)
+        if removed or bases:
+            LOG.info("image cache: removed Glance images %s and bases %s", removed, bases)
 
     # -- power ----------------------------------------------------------------
 
@@ -355,7 +405,8 @@ def _ref(instance, **fields) -> Instance:
 
 
 def _seed(instance) -> SeedConfig:
-    """The config drive of an instance: its key pair and user data."""
+    """The config drive of an instance: its key pair and user data (checked here, so that
+    a refusal names the request rather than the image)."""
     user_data = None
     if instance.user_data:
         try:
@@ -364,6 +415,7 @@ def _seed(instance) -> SeedConfig:
             raise InvalidParameter("user data: give text (cloud-config or a script); "
                                    "binary user data is not written to the config drive"
                                    ) from None
+        user_data = check_user_data(user_data, "user data")
     return SeedConfig(format="configdrive", hostname=instance.hostname or None,
                       ssh_keys=(instance.key_data,) if instance.key_data else (),
                       user_data=user_data)

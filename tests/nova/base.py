@@ -31,6 +31,8 @@ import libvirt  # noqa: E402
 import nova.virt.virtdriver  # noqa: E402,F401  (registers [virtdriver] config_file)
 # isort: on
 
+import fixtures  # noqa: E402
+
 import backends.libvirt.driver  # noqa: E402,F401
 from tests.support.guests import (  # noqa: E402
     BUILD_DEMO_GUEST,
@@ -39,6 +41,7 @@ from tests.support.guests import (  # noqa: E402
     SYSTEM_URI,
     run_tool,
 )
+from tests.xm_double import DoubleHost  # noqa: E402
 
 PREFIX = "nv-"  # every guest of these tests; each test class has its own under it
 COMPUTE_DRIVER = "virtdriver.VirtDriverComputeDriver"
@@ -75,22 +78,48 @@ def our_domains(prefix: str) -> list[str]:
         conn.close()
 
 
-def write_conf(state: str, uri: str = SYSTEM_URI) -> str:
-    path = os.path.join(state, "virt-driver.conf")
-    with open(path, "w") as f:
-        f.write(f"""[DEFAULT]
+# virt-driver's configuration per backend; xm's toolstack is the double (xl), whose bin
+# directory the test puts first on PATH.
+CONFS = {
+    "libvirt": f"""[DEFAULT]
 backend = libvirt
 virt_type = qemu
-state_path = {state}
+state_path = {{state}}
 [libvirt]
-connection_uri = {uri}
+connection_uri = {{uri}}
 shutdown_timeout = 30
 shutdown_retry_interval = 3
 wait_soft_reboot_seconds = 60
 # Every boot's kernel log stays readable through the API (tests count boots in it).
 console_log_max_bytes = 4194304
-""")
+""",
+    "xm": """[DEFAULT]
+backend = xm
+virt_type = xen
+state_path = {state}
+[xm]
+toolstack = xl
+config_dir = {state}/etc-xen
+log_dir = {state}/log
+shutdown_timeout = 1
+reboot_timeout = 3
+""",
+}
+
+
+def write_conf(state: str, backend: str = "libvirt", uri: str = SYSTEM_URI) -> str:
+    path = os.path.join(state, "virt-driver.conf")
+    with open(path, "w") as f:
+        f.write(CONFS[backend].format(state=state, uri=uri))
     return path
+
+
+def xm_on_double(test, state: str) -> tuple[DoubleHost, str]:
+    """The toolstack double first on PATH for `test`, and virt-driver's xm configuration."""
+    double = DoubleHost(os.path.join(state, "double"))
+    test.useFixture(fixtures.EnvironmentVariable(
+        "PATH", double.bin_dir + os.pathsep + os.environ["PATH"]))
+    return double, write_conf(state, "xm")
 
 
 def record_timing(driver: str, to_active: float, to_first_line: float) -> None:
@@ -129,9 +158,12 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.state = tempfile.mkdtemp(prefix="nv-state-")
         os.chmod(self.state, 0o755)
         self.addCleanup(shutil.rmtree, self.state, True)
-        self.vd_conf = write_conf(self.state, self.virtdriver_uri())
+        self.vd_conf = self.virt_driver_conf()
         super().setUp()
         self.addCleanup(reap_leftovers, self.GUEST_PREFIX)
+
+    def virt_driver_conf(self) -> str:
+        return write_conf(self.state, uri=self.virtdriver_uri())
 
     def virtdriver_uri(self) -> str:
         """The libvirtd virtdriver's guests run on."""
@@ -194,8 +226,8 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
 
     # -- servers ----------------------------------------------------------------
 
-    def boot(self, image: str, flavor: str, networks="none", driver: str | None = None,
-             **body):
+    def boot(self, image: str, flavor: str, networks="none", name=None,
+             driver: str | None = None, **body):
         """A server of the demo guest, ACTIVE and its console showing it is ready.
 
         driver: the compute driver the timing is recorded under (default ours);
@@ -204,7 +236,7 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         """
         start = time.monotonic()
         server = self.api.post_server({"server": dict(self._build_server(
-            image_uuid=image, flavor_id=flavor, networks=networks), **body)})
+            name=name, image_uuid=image, flavor_id=flavor, networks=networks), **body)})
         server = self.wait_for_status(server, "ACTIVE")
         active = time.monotonic()
         self.wait_for_console(server, "boot")
@@ -214,10 +246,10 @@ class NovaTestCase(integrated_helpers._IntegratedTestBase):
         self.wait_for_console(server, "ready")
         return server
 
-    def failed_boot(self, image: str, flavor: str, networks="none") -> str:
+    def failed_boot(self, image: str, flavor: str, networks="none", **body) -> str:
         """Boot that must end in ERROR; the fault's message."""
-        server = self.api.post_server({"server": self._build_server(
-            image_uuid=image, flavor_id=flavor, networks=networks)})
+        server = self.api.post_server({"server": dict(self._build_server(
+            image_uuid=image, flavor_id=flavor, networks=networks), **body)})
         server = self.wait_for_status(server, "ERROR")
         self.api.delete_server(server["id"])
         self._wait_until_deleted(server)
