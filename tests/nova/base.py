@@ -81,12 +81,12 @@ def our_domains(prefix: str) -> list[str]:
 # virt-driver's configuration per backend; xm's toolstack is the double (xl), whose bin
 # directory the test puts first on PATH.
 CONFS = {
-    "libvirt": f"""[DEFAULT]
+    "libvirt": """[DEFAULT]
 backend = libvirt
 virt_type = qemu
-state_path = {{state}}
+state_path = {state}
 [libvirt]
-connection_uri = {{uri}}
+connection_uri = {uri}
 shutdown_timeout = 30
 shutdown_retry_interval = 3
 wait_soft_reboot_seconds = 60
