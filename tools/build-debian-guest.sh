@@ -51,7 +51,7 @@ say() { printf 'build-debian-guest: %s\n' "$*"; }
 die() { printf 'build-debian-guest: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and mkfs.ext4 -d keep file owners)"
-for cmd in mmdebstrap mkfs.ext4 sfdisk chroot tar flock sha256sum; do
+for cmd in mmdebstrap mkfs.ext4 sfdisk chroot findmnt tar flock sha256sum; do
     command -v "$cmd" >/dev/null || die "$cmd not found: run tools/bootstrap.sh"
 done
 
@@ -67,19 +67,30 @@ if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] \
     exit 0
 fi
 
+# A build killed with SIGKILL may leave mmdebstrap's mounts (/proc, /sys, /dev
+# binds) in its chroot: unmount them first, never delete across a mount.
+remove_tree() {
+    findmnt -rn -o TARGET | { grep -F "$1/" || true; } | sort -r | while read -r target; do
+        umount -l "$target" || true
+    done
+    rm -rf --one-file-system "$1"
+}
 # Under the lock nobody else builds here: what a killed build left is nobody's.
 for stale in "$out"/.vd-tmp-build.*; do
-    [ -d "$stale" ] && rm -rf "$stale"
+    if [ -d "$stale" ]; then remove_tree "$stale"; fi
 done
 work=$(mktemp -d "$out/.vd-tmp-build.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'remove_tree "$work"' EXIT
+trap 'exit 143' TERM HUP
+trap 'exit 130' INT
 exec 8<"$work"
 flock 8  # held: virt.recovery leaves a locked temporary alone
 
 say "mmdebstrap $suite (packages: $packages)"
 # The hooks run later, in mmdebstrap's shell, where $1 is the root: single quotes on purpose.
 # shellcheck disable=SC2016
-mmdebstrap --quiet --variant=apt --include="$packages" \
+# TMPDIR: mmdebstrap's own temporaries go in the held directory too.
+TMPDIR=$work mmdebstrap --quiet --variant=apt --include="$packages" \
     --customize-hook='echo "LABEL=rootfs / ext4 defaults 0 1" > "$1/etc/fstab"' \
     --customize-hook='echo debian-guest > "$1/etc/hostname"' \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*_key*' \
