@@ -17,11 +17,11 @@
 # its file system to the flavor's disk, and sets the locale C.UTF-8, which needs
 # no locales package.
 #
-# GRUB rather than extlinux: Debian's extlinux cannot read ext4 made with the
-# 64bit feature (mke2fs's default here) and installs only onto a mounted file
-# system; GRUB's images are written into the file with dd. Nothing is mounted
-# and no loop device is used: sfdisk writes the table into the file and
-# mkfs.ext4 -E offset -d fills the partition.
+# GRUB rather than extlinux: extlinux installs only onto a mounted file system,
+# while GRUB's two images are written into the file with dd; GRUB is also what
+# Debian's own cloud images boot with. Nothing is mounted and no loop device is
+# used: sfdisk writes the table into the file and mkfs.ext4 -E offset -d fills
+# the partition.
 #
 # dbus is named although systemd only recommends it (mmdebstrap installs no
 # recommends): without it systemd-logind does not run, so the guest ignores the
@@ -84,7 +84,7 @@ trap 'remove_tree "$work"' EXIT
 trap 'exit 143' TERM HUP
 trap 'exit 130' INT
 exec 8<"$work"
-flock 8  # held: virt.recovery leaves a locked temporary alone
+flock 8  # held while in use, like the driver's .vd-tmp- temporaries
 
 say "mmdebstrap $suite (packages: $packages)"
 # The hooks run later, in mmdebstrap's shell, where $1 is the root: single quotes on purpose.
