@@ -4,13 +4,15 @@
 Both boot tools/build-debian-guest.sh's image the same way: a qcow2 overlay
 grown to 4 GiB on the same raw base, direct kernel boot with the image's
 kernel, initrd and command line (with the `ds=nocloud` hint virt-driver adds),
-1 GiB, 2 vcpus, the same machine type (pc: virt-install would pick q35),
-QEMU user networking with 127.0.0.1:PORT forwarded to the
-guest's port 22, the same host name and SSH key in a NoCloud seed. virt-driver
-builds its seed itself; virt-install builds its own from --cloud-init
-meta-data and user-data files and attaches it as a cdrom (in
-/var/lib/libvirt/boot, which it needs and which is made if missing). Timed: from the exec
-of the boot command (for virt-install, including the `qemu-img create` of its
+or with --image-alone the image alone (BIOS, the GRUB on the disk, no kernel
+and no hint: cloud-init finds the seed by its label), 1 GiB, 2 vcpus, the
+same machine type (pc: virt-install would pick q35; its cdrom is then IDE,
+which the cloud kernel reads, not SATA), QEMU user networking with
+127.0.0.1:PORT forwarded to the guest's port 22, the same host name and SSH
+key in a NoCloud seed. virt-driver builds its seed itself; virt-install builds
+its own from --cloud-init meta-data and user-data files and attaches it as a
+cdrom (in /var/lib/libvirt/boot, which it needs and which is made if missing).
+Timed: from the exec of the boot command (for virt-install, including the `qemu-img create` of its
 overlay) until `ssh -i KEY debian@127.0.0.1` with the seeded key succeeds.
 Rounds alternate which tool goes first. virt-driver's guest is then destroyed
 with `virt-driver destroy` (graceful, forced after 60 s), timed apart;
@@ -18,9 +20,10 @@ virt-install's guest is removed untimed.
 
 Under TCG a boot takes minutes, so the default is 3 rounds.
 
-Run: .venv/bin/python benchmarks/bench_boot_ssh.py [ROUNDS]
+Run: .venv/bin/python benchmarks/bench_boot_ssh.py [--image-alone] [ROUNDS]
 """
 
+import argparse
 import os
 import shutil
 import socket
@@ -66,8 +69,15 @@ def wait_for_ssh(key: str, port: int, started: float) -> float:
 
 
 class Bench:
-    def __init__(self, work: str):
+    def __init__(self, work: str, image_alone: bool):
         self.work = work
+        # Direct boot: our kernel params, and virt-install's --boot with the hint ours adds.
+        self.kernel = [] if image_alone else [
+            "--kernel", os.path.join(GUEST, "vmlinuz"),
+            "--initrd", os.path.join(GUEST, "initrd.img"), "--cmdline", CMDLINE]
+        self.peer_boot = [] if image_alone else [
+            "--boot", f"kernel={GUEST}/vmlinuz,initrd={GUEST}/initrd.img,"
+                      f"kernel_args={CMDLINE} ds=nocloud"]
         self.key = os.path.join(work, "id")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key],
                        check=True)
@@ -91,8 +101,7 @@ class Bench:
         started = time.monotonic()
         subprocess.run([
             *self.vd, "boot", name, "--image", "bench-deb", "--memory", "1024",
-            "--vcpus", "2", "--disk-gb", "4", "--kernel", os.path.join(GUEST, "vmlinuz"),
-            "--initrd", os.path.join(GUEST, "initrd.img"), "--cmdline", CMDLINE,
+            "--vcpus", "2", "--disk-gb", "4", *self.kernel,
             "--nic", f"user,mac=52:54:00:be:55:01,forward={port}:22",
             "--ssh-key", self.key + ".pub", "--hostname", name], check=True,
             stdout=subprocess.DEVNULL)
@@ -117,8 +126,7 @@ class Bench:
             "virt-install", "--connect", "qemu:///system", "--name", name,
             "--virt-type", "qemu", "--memory", "1024", "--vcpus", "2", "--import",
             "--machine", "pc", "--disk", f"path={overlay},format=qcow2,bus=virtio",
-            "--boot", f"kernel={GUEST}/vmlinuz,initrd={GUEST}/initrd.img,"
-                      f"kernel_args={CMDLINE} ds=nocloud",
+            *self.peer_boot,
             "--cloud-init", f"meta-data={meta},user-data={user}",
             "--network", "none",  # '=' keeps argparse from reading -netdev as an option
             f"--qemu-commandline=-netdev {netdev} "
@@ -133,7 +141,13 @@ class Bench:
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    parser = argparse.ArgumentParser(description="Boot to SSH of the Debian guest, paired "
+                                     "against virt-install --import --cloud-init")
+    parser.add_argument("rounds", nargs="?", type=int, default=3)
+    parser.add_argument("--image-alone", action="store_true",
+                        help="boot the disk's own GRUB, no kernel params (default: direct boot)")
+    args = parser.parse_args()
+    rounds = args.rounds
     subprocess.run([os.path.join(ROOT, "tools", "build-debian-guest.sh"), GUEST], check=True,
                    stdout=subprocess.DEVNULL)
     seeds = "/var/lib/libvirt/boot"  # where virt-install writes its seed ISOs
@@ -142,7 +156,7 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-boot-ssh-", dir="/var/tmp")
     os.chmod(work, 0o755)  # QEMU runs as another user where libvirt is configured so
     conn = libvirt.open("qemu:///system")
-    bench = Bench(work)
+    bench = Bench(work, args.image_alone)
     ours, peer, destroys = [], [], []
     # Transient pools for virt-install's directories: it leaves no persistent one behind.
     pools = []
@@ -175,7 +189,8 @@ def main() -> None:
         if made_seeds:
             shutil.rmtree(seeds, ignore_errors=True)
     t_ours, t_peer = statistics.median(ours), statistics.median(peer)
-    print(f"boot to SSH: virt-driver {t_ours:.1f} s median vs virt-install --cloud-init "
+    way = "image alone" if args.image_alone else "direct boot"
+    print(f"boot to SSH ({way}): virt-driver {t_ours:.1f} s median vs virt-install --cloud-init "
           f"{t_peer:.1f} s median (ratio {t_ours / t_peer:.2f}x, {rounds} paired rounds)")
     print(f"virt-driver destroy (graceful): {statistics.median(destroys):.1f} s median")
 

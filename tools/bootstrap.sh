@@ -12,7 +12,7 @@ packages=(
     libvirt-daemon-driver-qemu libvirt-clients busybox-static cpio util-linux
     bindfs
     virtinst libxenmisc4.17 cloud-image-utils mmdebstrap
-    openssh-client openssl iproute2 e2fsprogs
+    openssh-client openssl iproute2 e2fsprogs fdisk
     shellcheck
 )
 

@@ -104,6 +104,9 @@ def main() -> None:
 
     cli("import the guest disk as an image", "image", "import", IMAGE,
         os.path.join(GUEST, "disk.raw"), "--format", "raw", "--property", "arch=x86_64")
+    # Direct boot, though the disk boots alone too: it reaches SSH sooner, as QEMU
+    # loads the kernel and initrd itself while GRUB reads them through the BIOS
+    # (about 25 s more under TCG before the kernel starts).
     cli("boot it with a seed (key, host name) and port 22 on 127.0.0.1", "boot", NAME,
         "--image", IMAGE, "--memory", "1024", "--vcpus", "2", "--disk-gb", "4",
         "--kernel", os.path.join(GUEST, "vmlinuz"), "--initrd", os.path.join(GUEST, "initrd.img"),

@@ -5,10 +5,11 @@ the guest stops gracefully when asked, a soft and a hard reboot keep the seed,
 destroy removes everything.
 
 A boot costs minutes under TCG, so each guest boots once and both boot together
-(the module fixture starts them): the ConfigDrive guest through the contract,
-the NoCloud guest through `virt-driver boot --password-file`. Only the NoCloud
-guest reboots: soft (seen going down and up), at once hard (its seed rebuilt),
-then SSH again.
+(the module fixture starts them), one each way the image boots: the ConfigDrive
+guest through the contract with its own kernel (direct boot), the NoCloud guest
+through `virt-driver boot --password-file` from the image alone (BIOS, GRUB on
+the disk, no kernel params). Only the NoCloud guest reboots: soft (seen going
+down and up), at once hard (its seed rebuilt), then SSH again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 
 from tests.support import debian
 from tests.support.cli import run_cli
-from tests.support.debian import CMDLINE, GUEST_DIR, IMAGE, boot_params, free_port
+from tests.support.debian import CMDLINE, IMAGE, boot_params, free_port
 from tests.support.guests import cli_config
 from virt.domain import Disk, Domain
 from virt.objects import NIC, Flavor, Instance, SeedConfig
@@ -59,8 +60,7 @@ def debian_guests(tmp_path_factory, libvirt_daemons):
     nocloud = guests["nocloud"]
     code, out, err = run_cli(
         cli_config(driver), "boot", nocloud.name, "--image", IMAGE, "--memory", "1024",
-        "--vcpus", "2", "--disk-gb", "4", "--kernel", str(GUEST_DIR / "vmlinuz"),
-        "--initrd", str(GUEST_DIR / "initrd.img"), "--cmdline", CMDLINE,
+        "--vcpus", "2", "--disk-gb", "4",
         "--nic", f"user,mac={MACS['nocloud']},forward={nocloud.port}:22",
         "--ssh-key", key + ".pub", "--hostname", "gu-seeded-nocloud",
         "--password-file", str(password_file))
@@ -84,8 +84,13 @@ def _check_first_boot(guest: Guest, fmt: str) -> None:
     guest.check_seed_applied(fmt)
     status = guest.ssh("cloud-init status --wait", timeout=300)
     assert "done" in status.stdout, status.stdout + status.stderr
-    size = int(guest.ssh("df -B1 --output=size / | tail -1").stdout.strip())
-    assert size > 3.5 * 2**30  # grown from the 3 GiB image to the 4 GiB flavor disk
+    # The root partition and its file system grown from the 3 GiB image to the 4 GiB disk.
+    grown = guest.ssh("findmnt -no SOURCE /; lsblk -bdno SIZE /dev/vda1; "
+                      "df -B1 --output=size / | tail -1")
+    assert grown.returncode == 0, grown.stderr
+    source, partition, size = grown.stdout.split()
+    assert source == "/dev/vda1" and int(partition) > 3.9 * 2**30
+    assert int(size) > 3.5 * 2**30
     deadline = time.monotonic() + 120
     while not (reach := guest.driver.get_addresses(guest.instance)).agent_answers \
             and time.monotonic() < deadline:
@@ -107,6 +112,8 @@ def _shutoff_reason(uri: str, name: str) -> int:
 def test_configdrive_guest_takes_its_seed_and_stops_gracefully(debian_guests):
     guest = debian_guests["configdrive"]
     driver, instance = guest.driver, guest.instance
+    os_ = Domain.from_xml(guest_xml(driver, guest.name)).os  # booted with its own kernel
+    assert os_.kernel is not None and CMDLINE in os_.cmdline
     _check_first_boot(guest, "configdrive")
 
     # The guest powers itself off (asked through the agent, else ACPI): not forced.
@@ -119,11 +126,15 @@ def test_configdrive_guest_takes_its_seed_and_stops_gracefully(debian_guests):
     assert guest.name not in driver.list_instances()
 
 
-def test_nocloud_guest_takes_key_and_password_and_keeps_its_seed_through_reboots(
+def test_nocloud_guest_boots_from_the_image_alone_and_keeps_its_seed_through_reboots(
         debian_guests, caplog):
     guest = debian_guests["nocloud"]
     driver, instance = guest.driver, guest.instance
+    os_ = Domain.from_xml(guest_xml(driver, guest.name)).os
+    assert (os_.kernel, os_.initrd, os_.cmdline, os_.boot_devices) == (None, None, None, ["hd"])
     _check_first_boot(guest, "nocloud")
+    # The disk's own GRUB ran its menu entry (tools/build-debian-guest.sh's grub.cfg).
+    assert "Booting `Debian GNU/Linux 12'" in driver.get_console_output(instance)
     login = guest.ssh_with_password("id -un")
     assert (login.returncode, login.stdout.strip()) == (0, "debian"), login.stderr
 
