@@ -1125,10 +1125,21 @@ class Video(Model):
     accel2d = Attr("model/acceleration/@accel2d", YES_NO)
 
 
-Device = Disk | Interface | Graphics | Serial | Console | Channel | Input | Video | RawXML
+class Rng(Model):
+    """<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>."""
+
+    TAG = "rng"
+    __slots__ = ()
+    model = Attr("@model")
+    backend_model = Attr("backend/@model")
+    backend = Text("backend")
+
+
+Device = Disk | Interface | Graphics | Serial | Console | Channel | Input | Video | Rng | RawXML
 
 _DEVICE_CLASSES: dict[str, type[Model]] = {
-    cls.TAG: cls for cls in (Disk, Interface, Graphics, Serial, Console, Channel, Input, Video)}
+    cls.TAG: cls
+    for cls in (Disk, Interface, Graphics, Serial, Console, Channel, Input, Video, Rng)}
 
 
 def _device(element: etree._Element) -> Model:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.cli import run_cli
 from virt import images, seed
-from virt.domain import Channel, Disk, Domain
+from virt.domain import Channel, Disk, Domain, Rng
 from virt.errors import InvalidParameter
 from virt.objects import NIC, Flavor, GuestAddresses, Instance, SeedConfig
 
@@ -137,9 +137,13 @@ def test_every_guest_has_the_agent_channel_and_addresses_come_from_the_agent(ker
     driver = kernel_driver
     instance = Instance(name="agent-unit", image="tiny", nics=(NIC(mac=MAC),))
     driver.spawn(instance, "tiny")
-    (channel,) = _defined(instance.name).devices_of(Channel)
+    defined = _defined(instance.name)
+    (channel,) = defined.devices_of(Channel)
     assert (channel.type, channel.target_type, channel.target_name) == \
         ("unix", "virtio", "org.qemu.guest_agent.0")
+    # and the host's entropy: without it sshd waits minutes for the guest's generator
+    (rng,) = defined.devices_of(Rng)
+    assert (rng.model, rng.backend_model, rng.backend) == ("virtio", "random", "/dev/urandom")
     # libvirt's test driver answers every source as an agent would
     assert driver.get_addresses(instance) == GuestAddresses(
         agent_answers=True, source="agent",
