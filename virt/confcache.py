@@ -149,15 +149,18 @@ def _private_dir(path: str) -> bool:
     return st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
+def file_identity(path: str) -> list | None:
+    """[inode, size, mtime_ns] of `path`, which any rewrite changes; None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
 def _code_unchanged(code: list) -> bool:
-    for path, ino, size, mtime_ns in code:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return False
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime_ns):
-            return False
-    return True
+    return all(identity is not None and file_identity(path) == identity
+               for path, *identity in code)
 
 
 def _code_identity() -> list[list]:
@@ -165,11 +168,7 @@ def _code_identity() -> list[list]:
     files = sorted({str(module.__file__) for name, module in list(sys.modules.items())
                     if (name in CODE_MODULES or name.startswith(CODE_PACKAGES))
                     and getattr(module, "__file__", None)})
-    identity = []
-    for path in files:
-        st = os.stat(path)
-        identity.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
-    return identity
+    return [[path, *(file_identity(path) or [])] for path in files]
 
 
 def resolved_values(conf) -> dict[str, dict[str, Any]] | None:

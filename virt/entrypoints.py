@@ -20,7 +20,7 @@ import json
 import os
 import sys
 
-from virt.confcache import read_json_record, write_json_record
+from virt.confcache import file_identity, read_json_record, write_json_record
 
 FORMAT = 1
 DIST_SUFFIXES = (".dist-info", ".egg-info")
@@ -58,20 +58,12 @@ def distributions() -> list:
             with os.scandir(entry or ".") as it:
                 names = sorted(e.name for e in it if e.name.endswith(DIST_SUFFIXES))
         except OSError:  # absent, or a file (a zip): its identity is enough
-            listing.append([entry, _identity(entry)])
+            listing.append([entry, file_identity(entry)])
             continue
-        listing.append([entry, [[name, _identity(os.path.join(entry or ".", name,
+        listing.append([entry, [[name, file_identity(os.path.join(entry or ".", name,
                                                               "entry_points.txt"))]
                                 for name in names]])
     return listing
-
-
-def _identity(path: str) -> list | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def load(value: str):
