@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, TypeVar
 
 import libvirt
 from lxml import etree
@@ -275,21 +275,20 @@ class LibvirtDriver(ComputeDriver):
             owned = {}
             for dom, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
                 with _vanishing_ignored():
-                    meta = _metadata(dom)
+                    listed = _listed(dom)
                     name = dom.name()
-                    self._owned_names[name] = self._owns(meta)
+                    self._owned_names[name] = self._owns(listed)
                     if self._owned_names[name]:
-                        owned[name] = meta, stats["state.state"]
+                        owned[name] = listed, stats["state.state"]
             saved = {dom.name() for dom in conn.listAllDomains(
                 libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)}
             return owned, saved
         owned, saved = self._call("list the domains of", self.uri, read)
         return [InstanceSummary(
-                    name=name, uuid=meta.instance_uuid, image=meta.image,
+                    name=name, uuid=listed.instance_uuid, image=listed.image,
                     state=power_state(state, name in saved),
-                    vcpus=meta.flavor.vcpus if meta.flavor else None,
-                    memory_mb=meta.flavor.memory_mb if meta.flavor else None)
-                for name, (meta, state) in sorted(owned.items())]
+                    vcpus=listed.vcpus, memory_mb=listed.memory_mb)
+                for name, (listed, state) in sorted(owned.items())]
 
     def register_event_listener(self, callback: Callable[[str, str], None]) -> None:
         super().register_event_listener(callback)
@@ -313,34 +312,34 @@ class LibvirtDriver(ComputeDriver):
 
     # -- ownership ----------------------------------------------------------
 
-    def _owns(self, meta: InstanceMetadata | None) -> bool:
+    def _owns(self, meta: _Listed | None) -> bool:
         """Recorded with our owner, or written by 0.1 with its directory in our instances path."""
         if meta is None:
             return False
         if meta.owner is not None:
             return meta.owner == self.owner
         uuid = meta.instance_uuid
-        return is_uuid(uuid) and os.path.isdir(InstanceFiles.of(self.owner, uuid).directory)
+        return (uuid is not None and is_uuid(uuid)
+                and os.path.isdir(InstanceFiles.of(self.owner, uuid).directory))
 
     def _owns_listed(self, dom: libvirt.virDomain) -> bool:
         """_owns for a domain met in a listing, which may vanish meanwhile (then False)."""
         with _vanishing_ignored():
-            owned = self._owned_names[dom.name()] = self._owns(_metadata(dom))
+            owned = self._owned_names[dom.name()] = self._owns(_listed(dom))
             return owned
         return False
 
     def _owned_domain(self, conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
         """The domain `name` if this driver owns it."""
         dom = conn.lookupByName(name)
-        meta = _metadata(dom)
-        if not self._owns(meta):
+        if not self._owns(_listed(dom)):
             raise _not_found(name)
         return dom
 
     def _hears(self, name: str) -> bool:
         """Whether listeners hear of `name`: owned now, or when last seen if it is gone."""
         def owned(conn):
-            return self._owns(_metadata(conn.lookupByName(name)))
+            return self._owns(_listed(conn.lookupByName(name)))
         try:
             self._owned_names[name] = self._connection.call(owned)
         except libvirt.libvirtError as e:
@@ -355,7 +354,7 @@ class LibvirtDriver(ComputeDriver):
         """libvirt names are global: a name another owner uses is refused too."""
         def owned(conn):
             with _vanishing_ignored():
-                return self._owns(_metadata(conn.lookupByName(name)))
+                return self._owns(_listed(conn.lookupByName(name)))
             return None
         owner = self._call("look up", name, owned)
         if owner is True:
@@ -1111,22 +1110,42 @@ def _not_found(name: str) -> InstanceNotFound:
                             "see list_instances")
 
 
-def _metadata(dom: libvirt.virDomain) -> InstanceMetadata | None:
-    """The project's metadata of a domain; None when the project did not build it."""
+class _Listed(NamedTuple):
+    """What a listing and an ownership check read of a domain's metadata."""
+
+    owner: str | None
+    instance_uuid: str | None
+    image: str | None
+    vcpus: int | None
+    memory_mb: int | None
+
+
+def _listed(dom: libvirt.virDomain) -> _Listed | None:
+    """The listed fields of a domain's metadata; None when the project did not build it."""
     try:
         xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
     except libvirt.libvirtError as e:
         if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise
+    return _listed_from_text(xml)
+
+
+@functools.lru_cache(maxsize=4096)
+def _listed_from_text(xml: str) -> _Listed | None:
+    """Parsed once per distinct text: a listing reads every domain's element every time,
+    and the same text always gives the same fields (about 60 us a domain saved)."""
     try:
         root = etree.fromstring(xml.encode(), _CAPS_PARSER)
         for element in root.iter(tag=etree.Element):
             if not element.tag.startswith("{"):  # libvirt hands the element back unqualified
                 element.tag = f"{{{METADATA_NS}}}{element.tag}"
-        return InstanceMetadata.from_element(root)
+        meta = InstanceMetadata.from_element(root)
     except (etree.XMLSyntaxError, InvalidParameter):
         return None  # not ours to read: someone else's element in our namespace
+    flavor = meta.flavor
+    return _Listed(meta.owner, meta.instance_uuid, meta.image,
+                   flavor.vcpus if flavor else None, flavor.memory_mb if flavor else None)
 
 
 @contextlib.contextmanager

@@ -150,3 +150,21 @@ def test_a_spawn_finds_the_domain_it_defined_without_lookups(conf, guests, calls
     assert calls["virDomainGetMetadata"] == 0, calls
     assert (calls["virDomainDefineXML"], calls["virDomainCreate"]) == (1, 1), calls
     assert driver.get_info(driver.get_instance("cl-spawn-0")).state is PowerState.RUNNING
+
+
+def test_a_listing_reads_a_changed_metadata_element_anew(conf, guests):
+    """The parsed elements are kept by their text, so a change is never hidden."""
+    from virt.domain import METADATA_NS, METADATA_PREFIX
+    driver = guests(2)
+    assert [s.memory_mb for s in driver.list_summaries()] == [64, 65]
+    conn = libvirt.open(TEST_URI)
+    try:
+        dom = conn.lookupByName("cl-list-1")
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+        assert 'memory_mb="65"' in xml
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        xml.replace('memory_mb="65"', 'memory_mb="128"'),
+                        METADATA_PREFIX, METADATA_NS)
+    finally:
+        conn.close()
+    assert [s.memory_mb for s in driver.list_summaries()] == [64, 128]
