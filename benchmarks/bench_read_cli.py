@@ -3,7 +3,10 @@
 Process pairs, alternated round by round (the order flips every round) so
 that both sides see the same load: `virt-driver list --all` / `virsh list
 --all`, `show` / `virsh dominfo`, `host-info` / `virsh nodeinfo`, `image
-list` / a bare Python reading the store's records. Timed from exec to exit
+list` / a bare Python reading the store's records. The libvirt commands also
+run against the floor of any Python command: a bare libvirt-python process
+making the same libvirt calls and printing their answers (the three commands
+of a case rotate their order every round). Timed from exec to exit
 (os.wait4), with the peak RSS of each process. In process: the driver's
 list_summaries against bare libvirt-python (listAllDomains and one info()
 per domain) on one open connection, alternated too.
@@ -39,6 +42,7 @@ import libvirt
 
 from virt import images
 from virt.conf import make_conf
+from virt.domain import METADATA_NS
 from virt.driver import load_driver
 from virt.imagestore import LocalImageStore
 from virt.objects import Flavor, Instance
@@ -54,6 +58,17 @@ BARE_IMAGE_LIST = ("import json, os, sys\n"
                    "        with open(os.path.join(d, n)) as f:\n"
                    "            r = json.load(f)\n"
                    "        print(n[:-5], r.get('format'), r.get('virtual_size'))\n")
+# The floor: Python with libvirt-python alone, making the calls each command makes.
+BARE_CONNECT = "import sys, libvirt\nc = libvirt.open(sys.argv[1])\n"
+BARE_LIST = (BARE_CONNECT
+             + "for d, s in c.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):\n"
+               "    m = d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, sys.argv[2], 0)\n"
+               "    print(d.name(), s['state.state'], m)\n")
+BARE_SHOW = (BARE_CONNECT + "d = c.lookupByName(sys.argv[2])\n"
+             "print(d.info(), d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, sys.argv[3], 0),\n"
+             "      len(d.XMLDesc(0)))\n")
+BARE_HOST_INFO = (BARE_CONNECT
+                  + "print(c.getInfo(), c.getFreeMemory(), c.getType(), c.getVersion())\n")
 
 
 def run_measured(argv: list[str]) -> tuple[float, float, int]:
@@ -89,15 +104,18 @@ def instructions(argv: list[str]) -> int | None:
 
 def paired(ours, peer, rounds: int) -> tuple[list, list]:
     """Both callables run once per round, the order flipped every round."""
-    a, b = [], []
-    for i in range(rounds):
-        if i % 2:
-            b.append(peer())
-            a.append(ours())
-        else:
-            a.append(ours())
-            b.append(peer())
+    a, b = rotated([ours, peer], rounds)
     return a, b
+
+
+def rotated(fns: list, rounds: int) -> list[list]:
+    """Each callable runs once per round; the round's order rotates (two: flips)."""
+    results: list[list] = [[] for _ in fns]
+    for i in range(rounds):
+        for k in range(len(fns)):
+            j = (i + k) % len(fns)
+            results[j].append(fns[j]())
+    return results
 
 
 def figures(label: str, peer_label: str, ours: list[float], peer: list[float]) -> None:
@@ -186,31 +204,39 @@ def main() -> None:
     vd = [CLI, "--config-file", config]
     try:
         names = define_guests(conf, count)
+        floor = [sys.executable, "-c"]
         cases = [
             ("list --all", [*vd, "list", "--all"], "virsh list --all",
-             ["virsh", "-c", URI, "list", "--all"]),
+             ["virsh", "-c", URI, "list", "--all"], [*floor, BARE_LIST, URI, METADATA_NS]),
             ("show", [*vd, "show", names[0]], "virsh dominfo",
-             ["virsh", "-c", URI, "dominfo", names[0]]),
+             ["virsh", "-c", URI, "dominfo", names[0]],
+             [*floor, BARE_SHOW, URI, names[0], METADATA_NS]),
             ("host-info", [*vd, "host-info"], "virsh nodeinfo",
-             ["virsh", "-c", URI, "nodeinfo"]),
+             ["virsh", "-c", URI, "nodeinfo"], [*floor, BARE_HOST_INFO, URI]),
             ("image list", [*vd, "image", "list"], "python reading the records",
-             [sys.executable, "-c", BARE_IMAGE_LIST, store.directory]),
+             [sys.executable, "-c", BARE_IMAGE_LIST, store.directory], None),
         ]
         print(f"{count} guests defined, {rounds} rounds")
-        for label, argv, peer_label, peer_argv in cases:
-            run_measured(argv), run_measured(peer_argv)  # untimed: caches written, pages warm
-            ours, peer = paired(lambda a=argv: run_measured(a),
-                                lambda a=peer_argv: run_measured(a), rounds)
+        for label, argv, peer_label, peer_argv, floor_argv in cases:
+            commands = [argv, peer_argv] + ([floor_argv] if floor_argv else [])
+            for command in commands:
+                run_measured(command)  # untimed: caches written, pages warm
+            ours, peer, *bare = rotated([lambda a=c: run_measured(a) for c in commands], rounds)
             figures(f"virt-driver {label}", peer_label, [t for t, _, _ in ours],
                     [t for t, _, _ in peer])
             figures("  CPU", "", [c for _, c, _ in ours], [c for _, c, _ in peer])
             print(f"  peak RSS {max(r for _, _, r in ours) / 1024:.1f} MiB vs "
                   f"{max(r for _, _, r in peer) / 1024:.1f} MiB")
+            if bare:
+                figures("  floor: bare libvirt-python, same calls", peer_label,
+                        [t for t, _, _ in bare[0]], [t for t, _, _ in peer])
+                figures(f"  virt-driver {label}", "the floor", [t for t, _, _ in ours],
+                        [t for t, _, _ in bare[0]])
             if counting:
-                ir_ours, ir_peer = instructions(argv), instructions(peer_argv)
-                if ir_ours and ir_peer:
-                    print(f"  instructions {ir_ours / 1e6:.0f} M vs {ir_peer / 1e6:.0f} M: "
-                          f"ratio {ir_ours / ir_peer:.2f}x")
+                for command in commands:
+                    ir = instructions(command)
+                    print(f"  instructions of {command[0]} ... {command[-1][:20]!r}: "
+                          f"{ir / 1e6 if ir else float('nan'):.0f} M")
         in_process(conf, rounds)
     finally:
         remove_guests()
