@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported when a command needs them: a read command's start 
     from virt.imagestore import LocalImageStore
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_READER_GONE = 128 + 13  # as a program SIGPIPE ended: `virt-driver list | head -1`
 SYSLOG_SOCKET = "/dev/log"
 DEFAULT_SSH_USER = "debian"  # the default user of Debian's cloud images
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
@@ -699,9 +700,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     with logging_to(conf, args.debug):
         code = run(parser, args, conf)
-    if argv is None and args.exits_at_once:
-        exit_now(code)
+    if argv is None:
+        code = flushed(code)
+        if args.exits_at_once:
+            exit_now(code)
     return code
+
+
+def flushed(code: int) -> int:
+    """code once stdout is flushed; EXIT_READER_GONE, quietly, if its reader went away."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return reader_gone()
+    return code
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe that nobody reads any more."""
+    import select
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):  # not a file descriptor (a caller's StringIO)
+        return False
+
+
+def reader_gone() -> int:
+    """Stop writing to stdout (the interpreter's last flush would fail again), like `cat`."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
 
 
 def exit_now(code: int) -> None:
@@ -731,6 +762,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except UsageError as exc:
         return usage_error(parser, exc)
     except (VirtError, OSError) as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+            return reader_gone()  # nobody to tell: the reader has all it wanted
         if args.debug:
             raise
         print(f"virt-driver: error: {exc}", file=sys.stderr)

@@ -41,3 +41,18 @@ def test_a_boot_ends_at_once_whether_it_succeeds_or_fails(cli, tmp_path):
     assert cli("boot", "cl-exit-0", "--image", "tiny", "--memory", "64") == (0, "", False)
     code, err, teardown = cli("boot", "cl-exit-1", "--image", "missing", "--memory", "64")
     assert (code, teardown) == (1, False) and "missing" in err
+
+
+@pytest.mark.parametrize("command", [["list", "--all"], ["image", "list"]])
+def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path, command):
+    """`virt-driver list | head -1`: the exit status of SIGPIPE, and no error line."""
+    config = tmp_path / "virt-driver.conf"
+    config.write_text(f"[DEFAULT]\nstate_path = {tmp_path / 'state'}\nvirt_type = qemu\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # before the command writes anything
+    proc = subprocess.run([sys.executable, "-m", "virt.cli", "--config-file", str(config),
+                           "--connection-uri", TEST_URI, *command],
+                          stdout=write_end, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")
