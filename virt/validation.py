@@ -5,10 +5,8 @@ Each raises InvalidParameter naming the field and saying what is allowed.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import uuid as uuidlib
 from collections.abc import Callable, Iterable
 
 from virt.errors import InvalidParameter
@@ -78,6 +76,7 @@ def is_vnc_password(value: str) -> bool:
 
 def check_vnc_listen(address: str, has_password: bool, field: str) -> str:
     """A VNC listen address; anything but loopback needs a password (anyone could connect)."""
+    import ipaddress  # here: a read command checks no address
     try:
         loopback = ipaddress.ip_address(address).is_loopback
     except (ValueError, TypeError):
@@ -180,6 +179,7 @@ def check_block_devices(devices, field: str = "block_devices") -> tuple[BlockDev
 
 def is_uuid(value) -> bool:
     """A UUID in its canonical form, the only one that may name a path."""
+    import uuid as uuidlib  # here: uuid imports platform, which a read command needs not
     try:
         return str(uuidlib.UUID(value)) == value
     except (ValueError, TypeError, AttributeError):
@@ -188,6 +188,7 @@ def is_uuid(value) -> bool:
 
 def check_uuid(value, field: str) -> str:
     """The UUID in its canonical form (lower case, with dashes)."""
+    import uuid as uuidlib
     try:
         return str(uuidlib.UUID(value))
     except (ValueError, TypeError, AttributeError):
