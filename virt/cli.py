@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from virt import lazylog
 from virt.cli_output import Output, ProgressBar, plain, print_fields, print_table
 from virt.errors import InstanceNotFound, InvalidConfig, InvalidState, VirtError
-from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
 
 if TYPE_CHECKING:  # imported when a command needs them: a read command's start stays short
     import logging
@@ -27,6 +26,7 @@ if TYPE_CHECKING:  # imported when a command needs them: a read command's start 
 
     from virt.driver import ComputeDriver
     from virt.imagestore import LocalImageStore
+    from virt.objects import NIC, Instance
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 SYSLOG_SOCKET = "/dev/log"
@@ -65,6 +65,7 @@ def random_mac() -> str:
 
 def parse_nic(text: str) -> NIC:
     """--nic bridge=BR[,mac=M][,model=X] | network=NET[,...] | user[,...]."""
+    from virt.objects import NIC
     fields = key_values(text.removeprefix("user"), "--nic")
     unknown = set(fields) - {"bridge", "network", "mac", "model", "ip", "forward"}
     if unknown:
@@ -401,6 +402,7 @@ class Commands:
         from virt import forwards
         from virt.cli_resize import max_params
         from virt.cli_seed import seed_from_args
+        from virt.objects import Flavor, GuestKind, Instance
         a = self.args
         params = dict(one_key_value(p, "--param") for p in a.param) | max_params(a)
         # Relative to where the user stands; the driver checks the directory is allowed.
@@ -491,6 +493,7 @@ class Commands:
         os.execvp(command[0], [*command, *self.args.ssh_args])
 
     def do_console(self) -> None:
+        from virt.objects import PowerState
         instance = self._get()
         text = self.driver.get_console_output(instance)
         sys.stdout.write(text)
@@ -521,6 +524,7 @@ class Commands:
         self.out.done(f"paused {self.args.name}", name=self.args.name)
 
     def do_resume(self) -> None:
+        from virt.objects import PowerState
         instance = self._get()
         if self.driver.get_info(instance).state is PowerState.PAUSED:
             self.driver.unpause(instance)
@@ -583,6 +587,7 @@ class Commands:
 
     def _incoming(self) -> Instance:
         """The incoming instance of migrate-prepare/-abandon."""
+        from virt.objects import Flavor, Instance
         a = self.args
         return Instance(name=a.name, uuid=a.uuid, image=getattr(a, "image", None),
                         flavor=Flavor(root_gb=getattr(a, "disk_gb", 1)))

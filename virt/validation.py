@@ -8,9 +8,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from virt.errors import InvalidParameter
-from virt.objects import NIC, BlockDevice, Flavor, GuestKind, Instance, SeedConfig
+from virt.lazymodules import LazyModule
+
+if TYPE_CHECKING:
+    from virt import objects
+    from virt.objects import NIC, BlockDevice, Flavor, Instance
+else:  # its dataclasses are a sixth of `image list`, which checks only an image name
+    objects = LazyModule("virt.objects")
 
 # The only image formats ever accepted from outside: each has a safety check
 # in virt.images.inspect_untrusted. Drivers such as file, host_device or
@@ -138,7 +145,7 @@ def check_params(params, field: str = "params") -> dict[str, str]:
 
 
 def check_flavor(flavor, field: str = "flavor") -> Flavor:
-    if not isinstance(flavor, Flavor):
+    if not isinstance(flavor, objects.Flavor):
         raise InvalidParameter(f"{field} {_show(flavor)}: use a virt.objects.Flavor")
     check_int_range(flavor.memory_mb, *MEMORY_MB_RANGE, f"{field} memory_mb")
     check_int_range(flavor.vcpus, *VCPUS_RANGE, f"{field} vcpus")
@@ -148,7 +155,7 @@ def check_flavor(flavor, field: str = "flavor") -> Flavor:
 
 
 def check_nic(nic, field: str) -> NIC:
-    if not isinstance(nic, NIC):
+    if not isinstance(nic, objects.NIC):
         raise InvalidParameter(f"{field} {_show(nic)}: use a virt.objects.NIC")
     check_mac(nic.mac, f"{field}.mac")
     for name in ("bridge", "network", "model", "ip", "tap", "ovs_interface_id"):
@@ -162,7 +169,7 @@ def check_nics(nics, field: str = "nics") -> tuple[NIC, ...]:
 
 
 def check_block_device(device, field: str) -> BlockDevice:
-    if not isinstance(device, BlockDevice):
+    if not isinstance(device, objects.BlockDevice):
         raise InvalidParameter(f"{field} {_show(device)}: use a virt.objects.BlockDevice")
     check_absolute_path(device.path, f"{field}.path")
     check_text(device.fmt, f"{field}.fmt")
@@ -198,20 +205,20 @@ def check_uuid(value, field: str) -> str:
 
 def check_instance(instance, field: str = "instance") -> Instance:
     """Every part of an Instance well-formed: the one check at the driver boundary."""
-    if not isinstance(instance, Instance):
+    if not isinstance(instance, objects.Instance):
         raise InvalidParameter(f"{field} {_show(instance)}: use a virt.objects.Instance")
     check_instance_name(instance.name, f"{field} name")
     check_uuid(instance.uuid, f"{field} uuid")
     if instance.image is not None:
         check_image_name(instance.image, f"{field} image")
     check_flavor(instance.flavor, f"{field} flavor")
-    if not isinstance(instance.kind, GuestKind):
+    if not isinstance(instance.kind, objects.GuestKind):
         raise InvalidParameter(f"{field} kind {_show(instance.kind)}: use GuestKind.HVM or PV")
     check_params(instance.params, f"{field} params")
     check_nics(instance.nics, f"{field} nics")
     if instance.network_port is not None:
         check_int_range(instance.network_port, 5900, 65535, f"{field} network_port")
-    if instance.seed is not None and not isinstance(instance.seed, SeedConfig):
+    if instance.seed is not None and not isinstance(instance.seed, objects.SeedConfig):
         raise InvalidParameter(f"{field} seed {_show(instance.seed)}: use a "
                                "virt.objects.SeedConfig or None")
     return instance
