@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from virt.lazymodules import LazyObject
+
 if TYPE_CHECKING:
     import logging
 
@@ -31,7 +33,12 @@ _lock = threading.RLock()  # a setup may log
 
 def get_logger(name: str) -> logging.Logger:
     """logging.getLogger(name), imported and made when a message is first logged."""
-    return cast("logging.Logger", LazyLogger(name))
+    return cast("logging.Logger", LazyObject(lambda: _logger(name), f"logger {name!r}"))
+
+
+def _logger(name: str) -> logging.Logger:
+    import logging
+    return logging.getLogger(name)
 
 
 def when_loaded(setup: Callable[[], None]) -> None:
@@ -99,21 +106,3 @@ class _ThenSetUp:
 
 
 _FINDER = _SetupAfterImport()
-
-
-class LazyLogger:
-    """Stands for logging.getLogger(name) and forwards to it once made."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self._logger: logging.Logger | None = None
-
-    def __getattr__(self, attr: str):
-        logger = self._logger
-        if logger is None:
-            import logging
-            logger = self._logger = logging.getLogger(self.name)
-        return getattr(logger, attr)
-
-    def __repr__(self) -> str:
-        return f"<lazy logger {self.name!r}>"

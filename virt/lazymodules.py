@@ -19,27 +19,35 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from types import ModuleType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-class LazyModule:
-    """Stands for the module `name` until its first attribute is read, then forwards."""
+class LazyObject:
+    """Stands for what make() returns until its first attribute is read, then forwards."""
 
-    def __init__(self, name: str):
-        self._name = name
-        self._module: ModuleType | None = None
+    def __init__(self, make: Callable[[], object], label: str):
+        self._make = make
+        self._label = label
+        self._made: object | None = None
 
     def __getattr__(self, attr: str):
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attr)
+        made = self._made
+        if made is None:
+            made = self._made = self._make()
+        return getattr(made, attr)
 
     def __repr__(self) -> str:
-        return f"<lazy module {self._name!r}{' (loaded)' if self._module else ''}>"
+        return f"<lazy {self._label}{' (made)' if self._made is not None else ''}>"
+
+
+class LazyModule(LazyObject):
+    """Stands for the module `name` until its first attribute is read."""
+
+    def __init__(self, name: str):
+        super().__init__(lambda: importlib.import_module(name), f"module {name!r}")
+        self._name = name
 
 
 def lazy_modules(*names: str) -> tuple[LazyModule, ...]:
