@@ -141,6 +141,39 @@ class _Unbuilt:
 _UNBUILT = _Unbuilt()
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (and bz2, lzma):
+    $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, with the width it would take (argparse imports shutil for it at
+    every add_argument; nothing else a read command runs needs shutil)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, with HelpFormatter; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; given argv, of the command it names only.
 
@@ -150,7 +183,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     whose error lists the commands.
     """
     wanted = named_command(argv) if argv is not None else None
-    parser = argparse.ArgumentParser(prog="virt-driver",
+    parser = ArgumentParser(prog="virt-driver",
                                      description="Run guests on this host through virt-driver.")
     parser.add_argument("--config-file", action="append", default=[],
                         help="oslo.config file (see etc/virt-driver/virt-driver.conf.sample)")

@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -264,6 +263,7 @@ def remove_quietly(path: str) -> None:
     """Remove a file or a directory tree; a missing one is not an error."""
     with contextlib.suppress(FileNotFoundError):
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here: with bz2 and lzma, it is no read command's
             shutil.rmtree(path)
         else:
             os.unlink(path)
