@@ -184,7 +184,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """
     wanted = named_command(argv) if argv is not None else None
     parser = ArgumentParser(prog="virt-driver",
-                                     description="Run guests on this host through virt-driver.")
+                            description="Run guests on this host through virt-driver.")
     parser.add_argument("--config-file", action="append", default=[],
                         help="oslo.config file (see etc/virt-driver/virt-driver.conf.sample)")
     parser.add_argument("--backend", choices=["auto", "libvirt", "xm"])
@@ -607,11 +607,11 @@ class Commands:
         self.out.done(f"detached NIC {a.mac} from {a.name}", name=a.name, mac=a.mac)
 
     def do_migrate(self) -> None:
+        from dataclasses import is_dataclass
         a = self.args
         extra = {"dest_instances_path": a.dest_instances_path} if a.dest_instances_path else {}
         result = self.driver.migrate(self._get(), a.dest, live=not a.offline,
                                      progress=ProgressBar(f"migrating {a.name}"), **extra)
-        from dataclasses import is_dataclass
         figures = plain(result) if is_dataclass(result) else {}
         downtime = figures.get("downtime_ms")
         self.out.done(f"migrated {a.name} to {a.dest}"

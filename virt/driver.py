@@ -117,6 +117,7 @@ class ComputeDriver(abc.ABC):
     """
 
     name = "abstract"
+
     @built_on_first_read
     def capabilities() -> Capabilities:
         """What this backend supports; what it lacks raises NotSupported (virt/capabilities.py)."""
