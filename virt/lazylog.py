@@ -65,6 +65,8 @@ def cancel(setup: Callable[[], None]) -> bool:
 
 def _run_pending() -> None:
     with _lock:
+        if _FINDER in sys.meta_path:
+            sys.meta_path.remove(_FINDER)
         while _pending:
             _pending.pop(0)()
 
@@ -75,11 +77,10 @@ class _SetupAfterImport:
     def find_spec(self, name: str, path=None, target=None):
         if name != "logging":
             return None
-        with _lock:
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-        for finder in sys.meta_path:
-            spec = finder.find_spec(name, path, target) if hasattr(finder, "find_spec") else None
+        for finder in sys.meta_path:  # a lookup alone (importlib.util.find_spec) keeps it here
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
             if spec is not None and spec.loader is not None:
                 break
         else:

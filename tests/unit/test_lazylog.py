@@ -27,6 +27,8 @@ def test_a_setup_runs_right_after_logging_is_imported_by_anyone():
         "seen = []\n"
         "lazylog.when_loaded(lambda: seen.append(sorted(sys.modules['logging'].root.handlers,"
         " key=str)))\n"
+        "import importlib.util\n"
+        "importlib.util.find_spec('logging')\n"  # a lookup imports nothing: still waiting
         "before = ['logging' in sys.modules, list(seen)]\n"
         "import logging.handlers\n"  # any importer, also of a submodule first
         "after = len(seen)\n"
