@@ -8,9 +8,11 @@ methods it stands for, and the contract tests hold every backend to it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from virt.objects import GuestKind
-from virt.params import Support
+if TYPE_CHECKING:  # annotations only: the params table is not loaded for a read command
+    from virt.objects import GuestKind
+    from virt.params import Support
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import is_dataclass
 from typing import TYPE_CHECKING
 
+from virt import lazylog
 from virt.cli_output import Output, ProgressBar, plain, print_fields, print_table
-from virt.cli_resize import add_max_arguments, add_resize_arguments, do_resize, max_params
-from virt.cli_seed import add_seed_arguments, seed_from_args
 from virt.errors import InstanceNotFound, InvalidConfig, InvalidState, VirtError
-from virt.objects import NIC, Flavor, GuestKind, Instance, PowerState
 
 if TYPE_CHECKING:  # imported when a command needs them: a read command's start stays short
+    import logging
+
     from oslo_config import cfg
 
     from virt.driver import ComputeDriver
     from virt.imagestore import LocalImageStore
+    from virt.objects import NIC, Instance
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_READER_GONE = 128 + 13  # as a program SIGPIPE ended: `virt-driver list | head -1`
@@ -61,12 +59,14 @@ def one_key_value(text: str, what: str) -> tuple[str, str]:
 
 
 def random_mac() -> str:
+    import random
     # 52:54:00 is the locally administered prefix QEMU and libvirt use.
     return "52:54:00:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(3))
 
 
 def parse_nic(text: str) -> NIC:
     """--nic bridge=BR[,mac=M][,model=X] | network=NET[,...] | user[,...]."""
+    from virt.objects import NIC
     fields = key_values(text.removeprefix("user"), "--nic")
     unknown = set(fields) - {"bridge", "network", "mac", "model", "ip", "forward"}
     if unknown:
@@ -142,6 +142,39 @@ class _Unbuilt:
 _UNBUILT = _Unbuilt()
 
 
+def terminal_columns() -> int:
+    """shutil.get_terminal_size().columns, without importing shutil (and bz2, lzma):
+    $COLUMNS, else stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, with the width it would take (argparse imports shutil for it at
+    every add_argument; nothing else a read command runs needs shutil)."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         terminal_columns() - 2 if width is None else width)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, with HelpFormatter; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; given argv, of the command it names only.
 
@@ -151,8 +184,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     whose error lists the commands.
     """
     wanted = named_command(argv) if argv is not None else None
-    parser = argparse.ArgumentParser(prog="virt-driver",
-                                     description="Run guests on this host through virt-driver.")
+    parser = ArgumentParser(prog="virt-driver",
+                            description="Run guests on this host through virt-driver.")
     parser.add_argument("--config-file", action="append", default=[],
                         help="oslo.config file (see etc/virt-driver/virt-driver.conf.sample)")
     parser.add_argument("--backend", choices=["auto", "libvirt", "xm"])
@@ -242,11 +275,16 @@ def _add_commands(sub) -> None:
                    help="hypervisor parameter, e.g. boot_order=cd")
     p.add_argument("--print-config", action="store_true",
                    help="print the document the backend would use and create nothing")
-    add_seed_arguments(p)
-    add_max_arguments(p)
-    add_resize_arguments(command(
-        sub, "resize", Commands.do_resize, help="grow the root disk, set vCPUs and memory "
-        "(live within the maximums given at boot, else power the guest off first)"))
+    if p is not _UNBUILT:  # the seed's checks (ipaddress, base64) for boot's parser only
+        from virt.cli_resize import add_max_arguments
+        from virt.cli_seed import add_seed_arguments
+        add_seed_arguments(p)
+        add_max_arguments(p)
+    p = command(sub, "resize", Commands.do_resize, help="grow the root disk, set vCPUs and "
+                "memory (live within the maximums given at boot, else power the guest off first)")
+    if p is not _UNBUILT:
+        from virt.cli_resize import add_resize_arguments
+        add_resize_arguments(p)
 
     p = command(sub, "ssh", Commands.do_ssh,
                 help="ssh to the guest (forwarded port, else its address)")
@@ -396,6 +434,9 @@ class Commands:
     # instances
     def _instance_from_args(self) -> Instance:
         from virt import forwards
+        from virt.cli_resize import max_params
+        from virt.cli_seed import seed_from_args
+        from virt.objects import Flavor, GuestKind, Instance
         a = self.args
         params = dict(one_key_value(p, "--param") for p in a.param) | max_params(a)
         # Relative to where the user stands; the driver checks the directory is allowed.
@@ -486,6 +527,7 @@ class Commands:
         os.execvp(command[0], [*command, *self.args.ssh_args])
 
     def do_console(self) -> None:
+        from virt.objects import PowerState
         instance = self._get()
         text = self.driver.get_console_output(instance)
         sys.stdout.write(text)
@@ -516,6 +558,7 @@ class Commands:
         self.out.done(f"paused {self.args.name}", name=self.args.name)
 
     def do_resume(self) -> None:
+        from virt.objects import PowerState
         instance = self._get()
         if self.driver.get_info(instance).state is PowerState.PAUSED:
             self.driver.unpause(instance)
@@ -538,7 +581,9 @@ class Commands:
         self.out.done(f"saved {a.name}'s disk as image {a.image_name}{note}",
                       image=a.image_name, consistency=consistency)
 
-    do_resize = do_resize  # in virt/cli_resize.py with its arguments
+    def do_resize(self) -> None:
+        from virt.cli_resize import do_resize  # with its arguments
+        do_resize(self)
 
     def do_volume_attach(self) -> None:
         a = self.args
@@ -563,6 +608,7 @@ class Commands:
         self.out.done(f"detached NIC {a.mac} from {a.name}", name=a.name, mac=a.mac)
 
     def do_migrate(self) -> None:
+        from dataclasses import is_dataclass
         a = self.args
         extra = {"dest_instances_path": a.dest_instances_path} if a.dest_instances_path else {}
         result = self.driver.migrate(self._get(), a.dest, live=not a.offline,
@@ -575,6 +621,7 @@ class Commands:
 
     def _incoming(self) -> Instance:
         """The incoming instance of migrate-prepare/-abandon."""
+        from virt.objects import Flavor, Instance
         a = self.args
         return Instance(name=a.name, uuid=a.uuid, image=getattr(a, "image", None),
                         flavor=Flavor(root_gb=getattr(a, "disk_gb", 1)))
@@ -650,6 +697,7 @@ def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
 
 def log_handler(log_file: str) -> logging.Handler:
     """The log file (its directory made), else syslog, else nowhere: never stderr."""
+    import logging
     if log_file:
         try:
             os.makedirs(os.path.dirname(log_file), exist_ok=True)
@@ -662,31 +710,64 @@ def log_handler(log_file: str) -> logging.Handler:
     return logging.NullHandler()
 
 
+class LogSetup:
+    """The CLI's handlers on the root logger: install() once, undo() on exit."""
+
+    def __init__(self, log_file: str, debug: bool):
+        self.log_file = log_file
+        self.debug = debug
+        self.undo: Callable[[], None] = lambda: None
+
+    def install(self) -> None:
+        import logging
+        root = logging.getLogger()
+        handlers = [log_handler(self.log_file)]
+        if self.debug:
+            handlers.append(logging.StreamHandler(sys.stderr))
+        saved_level = root.level
+        root.setLevel(logging.DEBUG if self.debug else logging.INFO)
+        for handler in handlers:
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            root.addHandler(handler)
+        logging.captureWarnings(True)  # Python warnings go the same way
+
+        def undo() -> None:
+            logging.captureWarnings(False)
+            for handler in handlers:
+                root.removeHandler(handler)
+                handler.close()
+            root.setLevel(saved_level)
+        self.undo = undo
+
+
 @contextlib.contextmanager
 def logging_to(conf: cfg.ConfigOpts, debug: bool):
     """Warnings (and with --debug everything) to the log, so stderr keeps one line.
 
-    --debug also copies the log to stderr. Undone on exit: main() may run in a
-    process that logs elsewhere (tests, a manager calling it).
+    --debug also copies the log to stderr. Without it the handlers are
+    installed when something first logs or warns (virt.lazylog): a read
+    command that logs nothing never imports logging. Undone on exit: main()
+    may run in a process that logs elsewhere (tests, a manager calling it).
     """
-    root = logging.getLogger()
-    handlers = [log_handler(conf.log_file)]
+    import warnings
+    setup = LogSetup(conf.log_file, debug)
+    shown = warnings.showwarning
+
+    def log_warning(*args, **kwargs) -> None:
+        import logging  # noqa: F401 (importing it installs the handlers and its showwarning)
+        show = warnings.showwarning
+        (shown if show is log_warning else show)(*args, **kwargs)
     if debug:
-        handlers.append(logging.StreamHandler(sys.stderr))
-    saved_level = root.level
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        root.addHandler(handler)
-    logging.captureWarnings(True)  # Python warnings go the same way
+        setup.install()
+    else:  # the hook first: installing replaces it with logging's (and undo restores it)
+        warnings.showwarning = log_warning
+        lazylog.when_loaded(setup.install)
     try:
         yield
     finally:
-        logging.captureWarnings(False)
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(saved_level)
+        if not lazylog.cancel(setup.install):
+            setup.undo()
+        warnings.showwarning = shown
 
 
 def main(argv: Sequence[str] | None = None) -> int:

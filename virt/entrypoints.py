@@ -14,13 +14,12 @@ the same ownership checks.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
 import sys
 
-from virt.confcache import file_identity, read_json_record, write_json_record
+from virt.confcache import file_identity, read_json_record, record_path, write_json_record
 
 FORMAT = 1
 DIST_SUFFIXES = (".dist-info", ".egg-info")
@@ -35,8 +34,7 @@ def group_entry_points(group: str, cache_dir: str | None = None) -> dict[str, st
         return _read_metadata(group)
     inputs = {"format": FORMAT, "group": group, "sys_path": list(sys.path),
               "distributions": distributions()}
-    key = json.dumps([group, sys.path]).encode()
-    path = os.path.join(cache_dir, f"entry-points-{hashlib.sha256(key).hexdigest()[:32]}.json")
+    path = record_path(cache_dir, "entry-points", json.dumps([group, sys.path]))
     found = read_json_record(path, inputs)
     if isinstance(found, dict) and all(isinstance(v, str) for v in found.values()):
         return found

@@ -19,14 +19,15 @@ import contextlib
 import errno
 import fcntl
 import os
-import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from virt.contenthash import ContentHash, data_extents
 from virt.errors import ImageError, InvalidParameter
 from virt.units import gib_rounded
+
+if TYPE_CHECKING:  # tempfile and hashlib are for writers: read commands import neither
+    from virt.contenthash import ContentHash
 
 TEMP_PREFIX = ".vd-tmp-"
 _FICLONE = 0x40049409  # ioctl: share all of a file's extents (a reflink)
@@ -68,6 +69,7 @@ def held_temporary(directory: str, label: str) -> Iterator[str]:
 
     Removed when the block ends unless the block renamed it away.
     """
+    import tempfile
     with directory_lock(directory, exclusive=False):
         fd, path = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{label[:100]}.", dir=directory)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -82,6 +84,7 @@ def held_temporary(directory: str, label: str) -> Iterator[str]:
 def held_staging_dir(directory: str, label: str) -> Iterator[str]:
     """A new private directory TEMP_PREFIX+label+random in `directory`, locked and
     removed with everything in it when the block ends."""
+    import tempfile
     with directory_lock(directory, exclusive=False):
         path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{label[:100]}.", dir=directory)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -206,6 +209,7 @@ def _refuse_special(path: str, mode: int) -> None:
 
 def _sparse_copy(src: int, dst: int, size: int, digest: ContentHash | None = None) -> None:
     """Copy the data extents of `src` (SEEK_DATA/SEEK_HOLE) to the same offsets in `dst`."""
+    from virt.contenthash import data_extents
     offset = 0
     for start, end in data_extents(src, size):
         if digest is None:
@@ -259,6 +263,7 @@ def remove_quietly(path: str) -> None:
     """Remove a file or a directory tree; a missing one is not an error."""
     with contextlib.suppress(FileNotFoundError):
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here: with bz2 and lzma, it is no read command's
             shutil.rmtree(path)
         else:
             os.unlink(path)

@@ -7,7 +7,6 @@ from the contract (virt/params.py); SUPPORT says which of them a domain expresse
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,10 +76,16 @@ SUPPORT: contract.Support = {
                     contract.HVM),
 }
 
+
+def _canonical_ip(value: str) -> str:
+    import ipaddress  # here: `show` converts no address
+    return str(ipaddress.ip_address(value))
+
+
 # How a checked string value becomes what build_domain uses; others stay strings.
 _CONVERT: dict[str, Callable[[str], object]] = {
     "boot_order": lambda value: [BOOT_LETTERS[letter] for letter in value],
-    "vnc_bind_address": lambda value: str(ipaddress.ip_address(value)),
+    "vnc_bind_address": _canonical_ip,
     **dict.fromkeys(("use_localtime", "acpi", "apic", "pae"), contract.as_bool),
     **dict.fromkeys(("max_vcpus", "max_memory_mb"), int),
 }

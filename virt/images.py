@@ -9,13 +9,10 @@ pointer to another file.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import signal
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -94,6 +91,7 @@ def qemu_img(*args: str, limits: Limits | None = None,
              ok_exit_codes: tuple[int, ...] = (0,)) -> str:
     """Run qemu-img with `args`; return stdout or raise ImageError."""
     from oslo_concurrency import processutils  # its import costs 40-60 ms: only when used
+    _load_child_setup()
     argv = [*(limits.argv() if limits else []), "qemu-img", *args]
     try:
         out, _err = processutils.execute(*argv, env_variables=_environment(),
@@ -327,10 +325,21 @@ def _hit_limit(exc: ImageError) -> bool:
 def die_with_parent() -> None:
     """preexec_fn: the child gets SIGKILL when the process that started it dies.
 
-    A killed operation must not leave a qemu-img writing on behind it.
+    A killed operation must not leave a qemu-img writing on behind it. Its
+    modules were imported by _load_child_setup() before the fork: an import
+    in the child could wait for a lock another thread of the parent held.
     """
+    import ctypes
+    import signal
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _load_child_setup() -> None:
+    """Import die_with_parent's modules in this process, before any fork; not at the
+    module's import: `image list` starts no process (ctypes is 4% of it)."""
+    import ctypes  # noqa: F401
+    import signal  # noqa: F401
 
 
 def _environment() -> dict[str, str]:
@@ -349,6 +358,8 @@ def _qemu_img_with_progress(args: list[str], progress: Progress) -> None:
     The one command that cannot go through processutils.execute, which only
     returns output once the process has ended.
     """
+    import subprocess
+    _load_child_setup()
     proc = subprocess.Popen(["qemu-img", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=_environment(),
                             preexec_fn=die_with_parent)

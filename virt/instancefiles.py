@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid as uuidlib
 from dataclasses import dataclass
 
 from virt.validation import check_uuid
@@ -55,6 +54,7 @@ class InstanceFiles:
 
     def new_volume(self, fmt: str = "qcow2") -> str:
         """A new volume's file: named once, as a hard reboot may give its disk another target."""
+        import uuid as uuidlib
         return os.path.join(self.directory, f"{VOLUME_PREFIX}{uuidlib.uuid4().hex[:12]}.{fmt}")
 
     def is_volume(self, path: str) -> bool:

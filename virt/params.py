@@ -18,7 +18,6 @@ set (VNC_LOOPBACK).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ def _is_abs_path(value: str) -> bool:
 
 
 def _is_ip(value: str) -> bool:
+    import ipaddress  # here: `show` reads params back without checking an address
     try:
         ipaddress.ip_address(value)
     except ValueError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
@@ -26,8 +25,9 @@ from virt.fileutils import (
     remove_quietly,
     try_lock,
 )
+from virt.lazylog import get_logger
 
-LOG = logging.getLogger(__name__)
+LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
 
 _MARKER = "op-"
 # kind of operation -> undo(data from its marker); raises to keep the marker for later

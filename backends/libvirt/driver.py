@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -35,10 +34,6 @@ from lxml import etree
 
 from backends.libvirt import guestinfo
 from backends.libvirt.connection import Connection, start_event_loop, uri_for
-from virt import forwards, seed
-from virt import params as params_contract
-from virt.bootfiles import resolve_boot_files
-from virt.capabilities import Capabilities
 from virt.domain import METADATA_NS, Disk, Domain, InstanceMetadata, Interface
 from virt.driver import ComputeDriver
 from virt.errors import (
@@ -54,11 +49,8 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
-from virt.guest import SUPPORT, build_domain, instance_from_domain, interface_for, read_params
-from virt.hostprograms import allowed_programs, resolve_host_programs
-from virt.instancefiles import InstanceFiles
-from virt.lazymodules import lazy_modules
-from virt.locks import external_lock
+from virt.lazylog import get_logger
+from virt.lazymodules import built_on_first_read, lazy_attributes, lazy_modules
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -70,8 +62,6 @@ from virt.objects import (
     InstanceSummary,
     PowerState,
 )
-from virt.recovery import OperationMarker
-from virt.rollback import Rollback
 from virt.units import gib_to_bytes, whole_gib
 from virt.validation import check_image_name, check_instance_name, check_uuid, is_uuid
 
@@ -86,19 +76,38 @@ if TYPE_CHECKING:
         usernet,
         volumes,
     )
-    from virt import images, volumecopy
+    from virt import forwards, guest, images, seed, volumecopy
+    from virt import params as params_contract
+    from virt.bootfiles import resolve_boot_files
+    from virt.capabilities import Capabilities
+    from virt.guest import build_domain, instance_from_domain, interface_for, read_params
+    from virt.hostprograms import allowed_programs, resolve_host_programs
     from virt.imagecache import ImageCache
     from virt.images import Progress
     from virt.imagestore import LocalImageStore
-else:  # loaded on first use: list, show and host-info run none of them
+    from virt.instancefiles import InstanceFiles
+    from virt.locks import external_lock
+    from virt.recovery import OperationMarker
+    from virt.rollback import Rollback
+else:  # loaded on first use: list and host-info run none of them, show only virt.guest
     (blockvolumes, hotplug, incoming, livesnapshot, migration, resize, usernet, volumes,
-     images, volumecopy) = lazy_modules(
+     images, volumecopy, forwards, guest, params_contract, seed) = lazy_modules(
         *(f"backends.libvirt.{name}" for name in (
             "blockvolumes", "hotplug", "incoming", "livesnapshot", "migration", "resize",
             "usernet", "volumes")),
-        "virt.images", "virt.volumecopy")
+        "virt.images", "virt.volumecopy", "virt.forwards", "virt.guest", "virt.params",
+        "virt.seed")
+    build_domain, instance_from_domain, interface_for, read_params = lazy_attributes(
+        "virt.guest", "build_domain", "instance_from_domain", "interface_for", "read_params")
+    (resolve_boot_files,) = lazy_attributes("virt.bootfiles", "resolve_boot_files")
+    allowed_programs, resolve_host_programs = lazy_attributes(
+        "virt.hostprograms", "allowed_programs", "resolve_host_programs")
+    (InstanceFiles,) = lazy_attributes("virt.instancefiles", "InstanceFiles")
+    (external_lock,) = lazy_attributes("virt.locks", "external_lock")
+    (OperationMarker,) = lazy_attributes("virt.recovery", "OperationMarker")
+    (Rollback,) = lazy_attributes("virt.rollback", "Rollback")
 
-LOG = logging.getLogger(__name__)
+LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
 
 T = TypeVar("T")
 
@@ -157,12 +166,16 @@ class LibvirtDriver(ComputeDriver):
     """Guests as libvirt domains with qcow2 overlays on cached raw bases."""
 
     name = "libvirt"
-    capabilities = Capabilities(
-        guest_kinds=frozenset(GuestKind), snapshot_kinds=frozenset({"cold", "live"}),
-        live_migration=True, cold_migration=True, volume_attach=True, nic_attach=True,
-        resize=True,
-        seed_formats=frozenset(seed.LABELS), pause=True, suspend=True, console_output=True,
-        console_command=True, guest_addresses=True, events="hypervisor", params=SUPPORT)
+
+    @built_on_first_read
+    def capabilities() -> Capabilities:  # the seed's and the guest's tables: not for reads
+        from virt.capabilities import Capabilities
+        return Capabilities(
+            guest_kinds=frozenset(GuestKind), snapshot_kinds=frozenset({"cold", "live"}),
+            live_migration=True, cold_migration=True, volume_attach=True, nic_attach=True,
+            resize=True, seed_formats=frozenset(seed.LABELS), pause=True, suspend=True,
+            console_output=True, console_command=True, guest_addresses=True,
+            events="hypervisor", params=guest.SUPPORT)
 
     def __init__(self, conf, *, event_stop_delay: float | None = None):
         super().__init__(conf)
@@ -590,7 +603,7 @@ class LibvirtDriver(ComputeDriver):
         self._hard_stop(name)
         domain = self._definition(name, secure=True)
         instance = instance_from_domain(domain)
-        honoured = params_contract.honoured_only(instance.kind, instance.params, SUPPORT)
+        honoured = params_contract.honoured_only(instance.kind, instance.params, guest.SUPPORT)
         if honoured != instance.params:
             LOG.warning("%s: params %s were never honoured; rebuilt without them", name,
                         ", ".join(sorted(set(instance.params) - set(honoured))))
