@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from virt import lazylog
 from virt.cli_output import Output, ProgressBar, plain, print_fields, print_table
 from virt.errors import InstanceNotFound, InvalidConfig, InvalidState, VirtError
 
 if TYPE_CHECKING:  # imported when a command needs them: a read command's start stays short
-    import logging
-
     from oslo_config import cfg
 
     from virt.driver import ComputeDriver
@@ -142,39 +140,6 @@ class _Unbuilt:
 _UNBUILT = _Unbuilt()
 
 
-def terminal_columns() -> int:
-    """shutil.get_terminal_size().columns, without importing shutil (and bz2, lzma):
-    $COLUMNS, else stdout's terminal, else 80."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's, with the width it would take (argparse imports shutil for it at
-    every add_argument; nothing else a read command runs needs shutil)."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None):
-        super().__init__(prog, indent_increment, max_help_position,
-                         terminal_columns() - 2 if width is None else width)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's, with HelpFormatter; its subcommands' parsers are of this class too."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command; given argv, of the command it names only.
 
@@ -184,8 +149,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     whose error lists the commands.
     """
     wanted = named_command(argv) if argv is not None else None
-    parser = ArgumentParser(prog="virt-driver",
-                            description="Run guests on this host through virt-driver.")
+    parser = argparse.ArgumentParser(prog="virt-driver",
+                                     description="Run guests on this host through virt-driver.")
     parser.add_argument("--config-file", action="append", default=[],
                         help="oslo.config file (see etc/virt-driver/virt-driver.conf.sample)")
     parser.add_argument("--backend", choices=["auto", "libvirt", "xm"])
@@ -697,7 +662,6 @@ def make_cli_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
 
 def log_handler(log_file: str) -> logging.Handler:
     """The log file (its directory made), else syslog, else nowhere: never stderr."""
-    import logging
     if log_file:
         try:
             os.makedirs(os.path.dirname(log_file), exist_ok=True)
@@ -710,64 +674,31 @@ def log_handler(log_file: str) -> logging.Handler:
     return logging.NullHandler()
 
 
-class LogSetup:
-    """The CLI's handlers on the root logger: install() once, undo() on exit."""
-
-    def __init__(self, log_file: str, debug: bool):
-        self.log_file = log_file
-        self.debug = debug
-        self.undo: Callable[[], None] = lambda: None
-
-    def install(self) -> None:
-        import logging
-        root = logging.getLogger()
-        handlers = [log_handler(self.log_file)]
-        if self.debug:
-            handlers.append(logging.StreamHandler(sys.stderr))
-        saved_level = root.level
-        root.setLevel(logging.DEBUG if self.debug else logging.INFO)
-        for handler in handlers:
-            handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            root.addHandler(handler)
-        logging.captureWarnings(True)  # Python warnings go the same way
-
-        def undo() -> None:
-            logging.captureWarnings(False)
-            for handler in handlers:
-                root.removeHandler(handler)
-                handler.close()
-            root.setLevel(saved_level)
-        self.undo = undo
-
-
 @contextlib.contextmanager
 def logging_to(conf: cfg.ConfigOpts, debug: bool):
     """Warnings (and with --debug everything) to the log, so stderr keeps one line.
 
-    --debug also copies the log to stderr. Without it the handlers are
-    installed when something first logs or warns (virt.lazylog): a read
-    command that logs nothing never imports logging. Undone on exit: main()
-    may run in a process that logs elsewhere (tests, a manager calling it).
+    --debug also copies the log to stderr. Undone on exit: main() may run in a
+    process that logs elsewhere (tests, a manager calling it).
     """
-    import warnings
-    setup = LogSetup(conf.log_file, debug)
-    shown = warnings.showwarning
-
-    def log_warning(*args, **kwargs) -> None:
-        import logging  # noqa: F401 (importing it installs the handlers and its showwarning)
-        show = warnings.showwarning
-        (shown if show is log_warning else show)(*args, **kwargs)
+    root = logging.getLogger()
+    handlers = [log_handler(conf.log_file)]
     if debug:
-        setup.install()
-    else:  # the hook first: installing replaces it with logging's (and undo restores it)
-        warnings.showwarning = log_warning
-        lazylog.when_loaded(setup.install)
+        handlers.append(logging.StreamHandler(sys.stderr))
+    saved_level = root.level
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    logging.captureWarnings(True)  # Python warnings go the same way
     try:
         yield
     finally:
-        if not lazylog.cancel(setup.install):
-            setup.undo()
-        warnings.showwarning = shown
+        logging.captureWarnings(False)
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(saved_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,15 +21,14 @@ alone cost a read command 2% of its instructions.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from virt.lazylog import get_logger
-
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: config files kept as content, not as a sha256
 # Environment variables oslo.config reads (OS_GROUP__OPTION) or option defaults come from

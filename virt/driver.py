@@ -12,12 +12,12 @@ from __future__ import annotations
 import abc
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from virt.errors import BackendUnavailable, InstanceNotFound, InvalidParameter, NotSupported
 from virt.events import EventFanout, Listener
-from virt.lazylog import get_logger
 from virt.lazymodules import built_on_first_read
 from virt.objects import (
     NIC,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # imported when used: read commands need none of them
     from virt.capabilities import Capabilities
     from virt.instancefiles import InstanceFiles
 
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 BACKEND_GROUP = "virt.backends"
 
 

@@ -11,12 +11,11 @@ on a thread that must not stall hands them over to its own dispatcher first.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
-from virt.lazylog import get_logger
-
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 
 # listener(instance_name, state) with state a PowerState value ("running", ...).
 Listener = Callable[[str, str], None]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
@@ -25,9 +26,8 @@ from virt.fileutils import (
     remove_quietly,
     try_lock,
 )
-from virt.lazylog import get_logger
 
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 
 _MARKER = "op-"
 # kind of operation -> undo(data from its marker); raises to keep the marker for later

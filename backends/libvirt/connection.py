@@ -10,6 +10,7 @@ close callback only marks the connection dead; the next call reconnects.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,9 +22,8 @@ from backends.libvirt.events import EventDispatcher, Listener
 from backends.libvirt.spares import SpareConnections
 from virt.errors import BackendUnavailable
 from virt.events import EventFanout
-from virt.lazylog import get_logger
 
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

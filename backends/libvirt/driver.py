@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -49,8 +50,7 @@ from virt.errors import (
     VirtError,
 )
 from virt.fileutils import filesystem_usage_gb, held_staging_dir, remove_quietly
-from virt.lazylog import get_logger
-from virt.lazymodules import built_on_first_read, lazy_attributes, lazy_modules
+from virt.lazymodules import built_on_first_read, lazy_modules
 from virt.objects import (
     NIC,
     BlockDevice,
@@ -76,38 +76,36 @@ if TYPE_CHECKING:
         usernet,
         volumes,
     )
-    from virt import forwards, guest, images, seed, volumecopy
+    from virt import (
+        bootfiles,
+        forwards,
+        guest,
+        hostprograms,
+        images,
+        instancefiles,
+        locks,
+        recovery,
+        rollback,
+        seed,
+        volumecopy,
+    )
     from virt import params as params_contract
-    from virt.bootfiles import resolve_boot_files
     from virt.capabilities import Capabilities
-    from virt.guest import build_domain, instance_from_domain, interface_for, read_params
-    from virt.hostprograms import allowed_programs, resolve_host_programs
     from virt.imagecache import ImageCache
     from virt.images import Progress
     from virt.imagestore import LocalImageStore
-    from virt.instancefiles import InstanceFiles
-    from virt.locks import external_lock
-    from virt.recovery import OperationMarker
-    from virt.rollback import Rollback
 else:  # loaded on first use: list and host-info run none of them, show only virt.guest
     (blockvolumes, hotplug, incoming, livesnapshot, migration, resize, usernet, volumes,
-     images, volumecopy, forwards, guest, params_contract, seed) = lazy_modules(
+     bootfiles, forwards, guest, hostprograms, images, instancefiles, locks, recovery,
+     rollback, seed, volumecopy, params_contract) = lazy_modules(
         *(f"backends.libvirt.{name}" for name in (
             "blockvolumes", "hotplug", "incoming", "livesnapshot", "migration", "resize",
             "usernet", "volumes")),
-        "virt.images", "virt.volumecopy", "virt.forwards", "virt.guest", "virt.params",
-        "virt.seed")
-    build_domain, instance_from_domain, interface_for, read_params = lazy_attributes(
-        "virt.guest", "build_domain", "instance_from_domain", "interface_for", "read_params")
-    (resolve_boot_files,) = lazy_attributes("virt.bootfiles", "resolve_boot_files")
-    allowed_programs, resolve_host_programs = lazy_attributes(
-        "virt.hostprograms", "allowed_programs", "resolve_host_programs")
-    (InstanceFiles,) = lazy_attributes("virt.instancefiles", "InstanceFiles")
-    (external_lock,) = lazy_attributes("virt.locks", "external_lock")
-    (OperationMarker,) = lazy_attributes("virt.recovery", "OperationMarker")
-    (Rollback,) = lazy_attributes("virt.rollback", "Rollback")
+        *(f"virt.{name}" for name in (
+            "bootfiles", "forwards", "guest", "hostprograms", "images", "instancefiles",
+            "locks", "recovery", "rollback", "seed", "volumecopy", "params")))
 
-LOG = get_logger(__name__)  # logging imported when first used (virt/lazylog.py)
+LOG = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -244,7 +242,7 @@ class LibvirtDriver(ComputeDriver):
             if self._with_domain(name, "look up", lambda dom: dom.UUIDString()) == uuid:
                 self._hard_stop(name)
                 self._undefine(name)
-        remove_quietly(InstanceFiles.of(self.conf.instances_path, uuid).directory)
+        remove_quietly(instancefiles.InstanceFiles.of(self.conf.instances_path, uuid).directory)
 
     def _undo_dead_live_snapshot(self, marker: dict) -> None:
         """A live snapshot killed midway: its backup job aborted, the guest thawed."""
@@ -333,7 +331,7 @@ class LibvirtDriver(ComputeDriver):
             return meta.owner == self.owner
         uuid = meta.instance_uuid
         return (uuid is not None and is_uuid(uuid)
-                and os.path.isdir(InstanceFiles.of(self.owner, uuid).directory))
+                and os.path.isdir(instancefiles.InstanceFiles.of(self.owner, uuid).directory))
 
     def _owns_listed(self, dom: libvirt.virDomain) -> bool:
         """_owns for a domain met in a listing, which may vanish meanwhile (then False)."""
@@ -396,11 +394,11 @@ class LibvirtDriver(ComputeDriver):
         nics = list(nics) or list(instance.nics)
         os.makedirs(self.conf.instances_path, exist_ok=True)
         # If this process dies midway, a reclaim undoes the spawn (_undo_dead_spawn).
-        marker = OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
+        marker = recovery.OperationMarker(self.conf.instances_path, "spawn", name=instance.name,
                                  uuid=os.path.basename(files.directory))
         step = "image"
         try:
-            with Rollback() as undo:
+            with rollback.Rollback() as undo:
                 undo.push("spawn marker", marker.release)
                 image = self._image(image_id)
                 self._check_root_size(image.virtual_size, instance)
@@ -467,19 +465,19 @@ class LibvirtDriver(ComputeDriver):
                 f"{', '.join(sorted(runnable)) or 'nothing'}: use an image for one of those")
         return arch
 
-    def _domain_xml(self, instance: Instance, files: InstanceFiles, nics: list[NIC],
+    def _domain_xml(self, instance: Instance, files: instancefiles.InstanceFiles, nics: list[NIC],
                     block_devices: list[BlockDevice], arch: str,
                     machine: str | None = None, seed_plan: seed.SeedPlan | None = None) -> str:
-        read_params(instance.kind, instance.params)  # the contract, before any host file
+        guest.read_params(instance.kind, instance.params)  # the contract, before any host file
         version = self._host_facts().hypervisor_version
-        params = resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
+        params = bootfiles.resolve_boot_files(instance.params, self.store, self.conf.boot_file_dirs)
         if seed_plan is not None:
             # Read-only virtio disk: cloud-init's ds-identify finds it (a SATA cdrom it did not).
             block_devices = [*block_devices, BlockDevice(
                 path=files.seed, fmt="raw", readonly=True)]
             params = _with_kernel_hint(params, seed_plan.kernel_hint())
-        instance = dataclasses.replace(instance, params=resolve_host_programs(
-            params, allowed_programs(self.conf)))
+        instance = dataclasses.replace(instance, params=hostprograms.resolve_host_programs(
+            params, hostprograms.allowed_programs(self.conf)))
         forwarded = forwards.read_param(instance.params)
         if forwarded is not None and self.virt_type == "xen":
             raise InvalidParameter(f"params[{forwards.PARAM!r}]: Xen guests have no user "
@@ -487,7 +485,7 @@ class LibvirtDriver(ComputeDriver):
         backend = usernet.QEMU_USER if forwarded is None else self._user_backend(arch)
         nics = usernet.other_nics(nics, forwarded, backend)
         root = BlockDevice(path=files.disk, fmt="qcow2")
-        domain = build_domain(instance, [root, *block_devices], nics, self.virt_type,
+        domain = guest.build_domain(instance, [root, *block_devices], nics, self.virt_type,
                               version, arch=arch, machine=machine,
                               console_log=files.console_log, owner=self.owner)
         if forwarded is not None and backend == usernet.PASST:
@@ -506,8 +504,8 @@ class LibvirtDriver(ComputeDriver):
             caps = None
         return usernet.pick_backend(caps)
 
-    def _make_disks(self, files: InstanceFiles, image_id: str, instance: Instance,
-                    undo: Rollback) -> None:
+    def _make_disks(self, files: instancefiles.InstanceFiles, image_id: str, instance: Instance,
+                    undo: rollback.Rollback) -> None:
         os.makedirs(self.conf.instances_path, exist_ok=True)
         os.mkdir(files.directory, 0o750)  # an existing directory is not ours to remove
         undo.push(f"directory {files.directory}", lambda: remove_quietly(files.directory))
@@ -602,7 +600,7 @@ class LibvirtDriver(ComputeDriver):
         """Destroy keeping the disks, define the domain again from its metadata, start."""
         self._hard_stop(name)
         domain = self._definition(name, secure=True)
-        instance = instance_from_domain(domain)
+        instance = guest.instance_from_domain(domain)
         honoured = params_contract.honoured_only(instance.kind, instance.params, guest.SUPPORT)
         if honoured != instance.params:
             LOG.warning("%s: params %s were never honoured; rebuilt without them", name,
@@ -611,7 +609,7 @@ class LibvirtDriver(ComputeDriver):
         disks = [BlockDevice(path=d.source, fmt=d.driver_type or "raw", bus=d.target_bus,
                              readonly=d.readonly, device_type=d.device)
                  for d in domain.devices_of(Disk) if d.source]
-        files = InstanceFiles(os.path.dirname(disks[0].path))
+        files = instancefiles.InstanceFiles(os.path.dirname(disks[0].path))
         seed_plan = seed.read_record(files.directory)
         if seed_plan is not None:  # rebuilt: a guest may have been handed a damaged one
             seed.write(seed_plan, files.directory)
@@ -678,7 +676,7 @@ class LibvirtDriver(ComputeDriver):
     def get_instance(self, name: str) -> Instance:
         """Rebuild the Instance of a defined domain from its metadata (for the CLI)."""
         check_instance_name(name, "instance name")
-        return instance_from_domain(self._definition(name))
+        return guest.instance_from_domain(self._definition(name))
 
     def get_console_output(self, instance: Instance) -> str:
         path = self.instance_files(instance).console_log
@@ -741,7 +739,7 @@ class LibvirtDriver(ComputeDriver):
         with self.store.staging("snapshot-" + image_name) as staging:
             copy = os.path.join(staging, "live-copy.qcow2")
             # If this process dies while the job may run, a reclaim aborts it.
-            marker = OperationMarker(self.conf.instances_path, livesnapshot.MARKER_KIND,
+            marker = recovery.OperationMarker(self.conf.instances_path, livesnapshot.MARKER_KIND,
                                      name=name, disk=root, target=copy)
             try:
                 consistency = livesnapshot.copy_disk(call, root, copy, others, progress)
@@ -784,7 +782,7 @@ class LibvirtDriver(ComputeDriver):
         """Attach a copy of `volume` (store image name, or file path with fmt); its target."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
+        files = instancefiles.InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
         target = volumes.free_target(domain, "virtio", device)
         live = self._state(instance.name) in (PowerState.RUNNING, PowerState.PAUSED)
         if blockvolumes.is_device_path(volume):
@@ -813,7 +811,7 @@ class LibvirtDriver(ComputeDriver):
         """Detach the volume at `device`, waiting up to `timeout` s for the guest to let go."""
         self._check_name(instance)
         domain = self._definition(instance.name)
-        files = InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
+        files = instancefiles.InstanceFiles.of(self.owner, domain.metadata.instance_uuid)
         allowed = self.conf.volume_block_devices
         disk = next((d for d in domain.devices_of(Disk) if d.target_dev == device
                      and blockvolumes.is_block_volume(d, allowed)), None) \
@@ -830,7 +828,7 @@ class LibvirtDriver(ComputeDriver):
         """Give the guest an allowed host block device that no one else uses."""
         device = blockvolumes.allowed_device(volume, self.conf.volume_block_devices, fmt)
         # one check and attach at a time on this host: two guests never get one device
-        with external_lock(self.conf.oslo_concurrency.lock_path or self.conf.lock_path,
+        with locks.external_lock(self.conf.oslo_concurrency.lock_path or self.conf.lock_path,
                            "virt-driver-block-volumes"):
             self._call("check the users of", volume,
                        lambda conn: blockvolumes.refuse_if_in_use(conn, device))
@@ -843,7 +841,7 @@ class LibvirtDriver(ComputeDriver):
         mac = nic.mac.lower()
         if any((i.mac or "").lower() == mac for i in domain.devices_of(Interface)):
             raise InvalidParameter(f"NIC {nic.mac}: the guest has a NIC with this MAC already")
-        xml = interface_for(nic, self.conf.virt_type).to_xml()
+        xml = guest.interface_for(nic, self.conf.virt_type).to_xml()
         flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (
             libvirt.VIR_DOMAIN_AFFECT_LIVE if self._is_live(instance.name) else 0)
         self._with_domain(instance.name, "attach a NIC to",
@@ -1012,7 +1010,7 @@ class LibvirtDriver(ComputeDriver):
         plan = None if seed_record is None else incoming.seed_plan(instance, seed_record)
         name = check_image_name(instance.image or "", "image")
         try:
-            with Rollback() as undo:
+            with rollback.Rollback() as undo:
                 if chain is not None and incoming.import_missing_image(
                         self.store, name, chain,
                         images.parse_size(self.conf.images.max_chain_import_size)):

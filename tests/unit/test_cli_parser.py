@@ -58,23 +58,3 @@ def test_an_unknown_command_gets_the_full_parsers_error(capsys):
 
 def test_the_written_out_zero_chunk_digest_is_the_hash_of_a_zero_chunk():
     assert contenthash._ZERO_CHUNK_DIGEST == hashlib.sha256(bytes(contenthash.CHUNK)).digest()
-
-
-@pytest.mark.parametrize("columns", [None, "50", "200", "junk"])
-@pytest.mark.parametrize("argv", [[], ["boot"], ["image", "import"], ["list"]], ids=" ".join)
-def test_help_is_argparse_own_at_every_width(argv, columns, monkeypatch):
-    """The CLI's HelpFormatter takes the width without shutil: the same text as argparse's."""
-    from virt import cli
-    if columns is None:
-        monkeypatch.delenv("COLUMNS", raising=False)
-    else:
-        monkeypatch.setenv("COLUMNS", columns)
-
-    def help_text() -> str:
-        parser = build_parser()
-        for name in argv:  # the subcommand's own parser
-            parser = next(a for a in parser._subparsers._group_actions).choices[name]
-        return parser.format_help()
-    ours = help_text()
-    monkeypatch.setattr(cli, "ArgumentParser", argparse.ArgumentParser)
-    assert ours == help_text()

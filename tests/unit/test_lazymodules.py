@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from virt.lazymodules import built_on_first_read, lazy_attributes, lazy_modules
+from virt.lazymodules import built_on_first_read, lazy_modules
 
 
 def test_imported_at_first_use_only_and_once_across_threads(tmp_path, monkeypatch):
@@ -34,19 +34,6 @@ def test_a_patch_on_the_real_module_is_what_the_stand_in_gives(monkeypatch):
     (stand_in,) = lazy_modules("virt.images")
     monkeypatch.setattr(images, "parse_size", lambda text: 7)
     assert stand_in.parse_size("1G") == 7
-
-
-def test_a_lazy_name_imports_at_first_call_or_attribute(tmp_path, monkeypatch):
-    (tmp_path / "vd_named_module.py").write_text(
-        "class Maker:\n    KIND = 'made'\n    def __init__(self, n):\n        self.n = n\n"
-        "def double(n):\n    return 2 * n\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "vd_named_module", raising=False)
-    maker, double = lazy_attributes("vd_named_module", "Maker", "double")
-    assert "vd_named_module" not in sys.modules
-    assert maker.KIND == "made" and maker(3).n == 3
-    monkeypatch.setattr(sys.modules["vd_named_module"], "double", lambda n: -n)
-    assert double(4) == -4  # looked up at each use: a patch of the module is seen
 
 
 def test_a_class_value_is_built_at_its_first_read_once():

@@ -25,9 +25,9 @@ NOT_FOR_READS = ("oslo_", "stevedore", "netaddr", "rfc3986", "debtcollector",
                  "virt.guest", "virt.params", "virt.forwards", "virt.disk", "virt.bootfiles",
                  "virt.hostprograms", "virt.instancefiles", "virt.locks", "virt.recovery",
                  "virt.rollback", "virt.capabilities", "virt.contenthash", "virt.objects",
-                 # the standard library's slow starters, and logging until something logs
-                 "logging", "hashlib", "_hashlib", "uuid", "platform", "ipaddress", "tempfile",
-                 "random", "subprocess", "ctypes", "shutil", "bz2", "lzma")
+                 # the standard library's slow starters
+                 "hashlib", "_hashlib", "uuid", "platform", "ipaddress", "tempfile",
+                 "random", "subprocess", "ctypes")
 INSTANCES = {"virt.objects"}  # what list, show and host-info return; image list needs none
 SHOW_ALSO = {"virt.guest", "virt.params", "virt.forwards", "virt.disk"}
 
