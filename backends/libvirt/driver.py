@@ -1139,13 +1139,12 @@ def _listed(dom: libvirt.virDomain) -> _Listed | None:
         if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise
-    return _listed_from_text(xml)
+    if len(xml) > CACHED_METADATA_MAX:
+        return _parse_listed(xml)
+    return _cached_listed(xml)
 
 
-@functools.lru_cache(maxsize=4096)
-def _listed_from_text(xml: str) -> _Listed | None:
-    """Parsed once per distinct text: a listing reads every domain's element every time,
-    and the same text always gives the same fields (about 60 us a domain saved)."""
+def _parse_listed(xml: str) -> _Listed | None:
     try:
         root = etree.fromstring(xml.encode(), _CAPS_PARSER)
         for element in root.iter(tag=etree.Element):
@@ -1157,6 +1156,14 @@ def _listed_from_text(xml: str) -> _Listed | None:
     flavor = meta.flavor
     return _Listed(meta.owner, meta.instance_uuid, meta.image,
                    flavor.vcpus if flavor else None, flavor.memory_mb if flavor else None)
+
+
+# Parsed once per distinct text: a listing reads every domain's element every time,
+# and the same text always gives the same fields (about 60 us a domain saved).
+# Bounded: at most CACHED_METADATA_TEXTS texts of at most CACHED_METADATA_MAX
+# characters (ours are a few hundred), whatever anyone with libvirt access writes.
+CACHED_METADATA_TEXTS, CACHED_METADATA_MAX = 1024, 8192
+_cached_listed = functools.lru_cache(maxsize=CACHED_METADATA_TEXTS)(_parse_listed)
 
 
 @contextlib.contextmanager

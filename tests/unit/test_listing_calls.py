@@ -173,3 +173,26 @@ def test_a_listing_reads_a_changed_metadata_element_anew(conf, guests):
     finally:
         conn.close()
     assert [s.memory_mb for s in driver.list_summaries()] == [64, 128]
+
+
+def test_a_huge_metadata_element_is_read_but_not_kept(conf, guests):
+    """Anyone with libvirt access may write into our namespace: the cache stays bounded."""
+    from backends.libvirt import driver as libvirt_driver
+    from virt.domain import METADATA_NS, METADATA_PREFIX
+    driver = guests(1)
+    libvirt_driver._cached_listed.cache_clear()
+    driver.list_summaries()
+    assert libvirt_driver._cached_listed.cache_info().currsize == 1  # ours, a few hundred bytes
+    conn = libvirt.open(TEST_URI)
+    try:
+        dom = conn.lookupByName("cl-list-0")
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+        padding = "<pad>" + "x" * libvirt_driver.CACHED_METADATA_MAX + "</pad>"
+        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                        xml.replace("</instance>", padding + "</instance>"),
+                        METADATA_PREFIX, METADATA_NS)
+    finally:
+        conn.close()
+    libvirt_driver._cached_listed.cache_clear()
+    assert [s.name for s in driver.list_summaries()] == ["cl-list-0"]  # still ours, still read
+    assert libvirt_driver._cached_listed.cache_info().currsize == 0
