@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -36,6 +37,9 @@ from virt.fileutils import fsync_path, held_staging_dir, private_copy
 from virt.objects import Flavor, HostInfo
 
 LOG = logging.getLogger(__name__)
+
+ONLINE_TIMEOUT = 60.0  # seconds a live resize waits for the guest to online new vCPUs
+ONLINE_POLL = 1.0
 
 T = TypeVar("T")
 DomainCall = Callable[[str, Callable[[libvirt.virDomain], T]], T]
@@ -203,15 +207,47 @@ def resize_live(call: DomainCall, old: Flavor, new: Flavor, root: Disk,
         raise
 
 
-def _online_in_guest(call: DomainCall, vcpus: int) -> None:
+def _online_in_guest(call: DomainCall, vcpus: int, timeout: float = ONLINE_TIMEOUT) -> None:
     """Ask the guest agent to bring hot-added vCPUs online (many guests have no udev rule
-    for it); without an agent the guest's admin does it."""
-    try:
-        call("bring the vCPUs online in", lambda dom: dom.setVcpusFlags(
-            vcpus, libvirt.VIR_DOMAIN_VCPU_GUEST))
-    except VirtError as e:
+    for it); without an agent the guest's admin does it.
+
+    The guest's kernel lists a hot-added vCPU a moment after QEMU adds it (seconds
+    under TCG), and until then the agent cannot online it: so it is asked again
+    while it answers with fewer online vCPUs than wanted, up to `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            call("bring the vCPUs online in", lambda dom: dom.setVcpusFlags(
+                vcpus, libvirt.VIR_DOMAIN_VCPU_GUEST))
+            error = None
+        except VirtError as e:
+            error = e
+        online = _guest_online_vcpus(call)
+        if online is None or online >= vcpus or time.monotonic() > deadline:
+            break
+        time.sleep(ONLINE_POLL)
+    if error is not None and (online is None or online < vcpus):
         LOG.info("the guest agent did not bring the new vCPUs online (%s): the guest "
-                 "or its admin does", e)
+                 "or its admin does", error)
+
+
+def _guest_online_vcpus(call: DomainCall) -> int | None:
+    """How many vCPUs the guest agent says are online; None when it does not answer."""
+    try:
+        info = call("read the guest vCPUs of", lambda dom: dom.guestVcpus())
+    except VirtError:
+        return None
+    return cpu_count(info.get("online", ""))
+
+
+def cpu_count(cpu_list: str) -> int:
+    """The number of CPUs in a list such as '0-1,3'."""
+    count = 0
+    for part in filter(None, cpu_list.split(",")):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
 
 
 def live_disk_bytes(call: DomainCall, root: Disk) -> int:

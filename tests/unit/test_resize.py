@@ -140,3 +140,10 @@ def test_the_boot_maximums_are_the_domain_sizes_and_the_flavor_its_current_ones(
 def test_a_boot_maximum_that_is_no_plain_number_is_refused():
     with pytest.raises(InvalidParameter, match=r"params\['max_vcpus'\] '²'"):
         _domain(FLAVOR, max_vcpus="²")  # a digit to str.isdigit, not to int()
+
+
+@pytest.mark.parametrize(("cpu_list", "count"), [("", 0), ("0", 1), ("0-1", 2), ("0-1,3", 3),
+                                                 ("0,2-4,7", 5)])
+def test_cpu_lists_as_the_guest_agent_gives_them_are_counted(cpu_list, count):
+    from backends.libvirt.resize import cpu_count
+    assert cpu_count(cpu_list) == count
