@@ -238,6 +238,8 @@ def _guest_online_vcpus(call: DomainCall) -> int | None:
         info = call("read the guest vCPUs of", lambda dom: dom.guestVcpus())
     except VirtError:
         return None
+    if not isinstance(info, dict):  # libvirt-python gives None for a guest with no agent
+        return None
     return cpu_count(info.get("online", ""))
 
 
